@@ -1,0 +1,3 @@
+from mrl_core.cli import main
+
+raise SystemExit(main())
