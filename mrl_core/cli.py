@@ -85,6 +85,189 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from mrl_core.export import export_all
+    from mrl_core.planner import WidthPlanner, candidates_records
+
+    planner = WidthPlanner(
+        args.corpus_size,
+        max_storage_gb=args.max_storage_gb,
+        max_ram_gb=args.max_ram_gb,
+        max_p95_ms=args.max_p95_ms,
+        min_ndcg=args.min_ndcg,
+        min_retention=args.min_retention,
+        replicas=args.replicas,
+        vendor=args.vendor,
+        objective=args.objective,
+        rescore_location=args.rescore_location,
+    ).fit(_store(args), dataset_fingerprint=args.dataset, model=args.model)
+    summary_columns = [
+        "label", "storage_gb", "ram_gb", "p95_ms", "latency_projected", "latency_error", "ndcg_at_10", "retention",
+        "quality_source",
+    ]
+    rejected = planner.candidates_[~planner.candidates_["feasible"]]
+    chosen = planner.recommendation_
+    payload = {
+        "context": planner.context_,
+        "corpus_size": args.corpus_size,
+        "vendor": args.vendor,
+        "replicas": args.replicas,
+        "targets": planner.targets(),
+        "recommendation": chosen,
+        "margins": chosen["margins"] if chosen else None,
+        "exports": export_all(chosen, planner.context_["full_width"], corpus_size=args.corpus_size) if chosen else None,
+        "rejected": candidates_records(rejected[summary_columns + ["reasons", "misses"]]),
+        "frontier": candidates_records(planner.frontier_[summary_columns]),
+        "closest": None if planner.closest_ is None else {
+            "candidates": candidates_records(planner.closest_["candidates"][summary_columns + ["reasons", "misses"]]),
+            "relax": planner.closest_["relax"],
+        },
+    }
+    context = planner.context_
+    lines = [f"{args.corpus_size:,} vectors, {args.vendor} x{args.replicas}; quality from {context['dataset']}, model {context['model']}"]
+    if chosen:
+        latency = "no latency target" if chosen["p95_ms"] is None else f"p95 {chosen['p95_ms']:.3g} ms"
+        if chosen["latency_projected"]:
+            latency += " (projected)"
+        lines.append(
+            f"recommend: {chosen['label']}: {chosen['storage_gb']:.3g} GB, {latency}, nDCG@10 "
+            f"{chosen['ndcg_at_10']:.4f} ({chosen['quality_source']})"
+        )
+        for name, margin in chosen["margins"].items():
+            lines.append(f"  {name} {margin['target']}: margin {margin['margin']:.4g}")
+        lines.append(f"  FAISS: {payload['exports']['faiss']['factory_string']}")
+    else:
+        lines.append("nothing meets every target; closest:")
+        for record in payload["closest"]["candidates"]:
+            lines.append(f"  {record['label']}: {'; '.join(record['reasons'])}")
+        for item in planner.closest_["relax"]:
+            lines.append(f"  {item['text']}")
+    lines.append(f"{len(rejected)} of {len(planner.candidates_)} candidates rejected; {len(planner.frontier_)} on the Pareto frontier")
+    _emit(args, payload, "\n".join(lines))
+    return 0 if chosen else 1
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from mrl_core.bench import run_bench
+    from mrl_core.data import load_dataset
+    from mrl_core.encode import embed_dataset
+
+    dataset = load_dataset(args.data)
+    embeddings = embed_dataset(dataset, args.model, StderrProgress("encoding"))
+    result = run_bench(
+        embeddings.corpus,
+        widths=args.widths,
+        index_types=args.index_types,
+        precisions=args.precisions,
+        corpus_sizes=args.corpus_sizes or [dataset.corpus_size, 25_000, 100_000],
+        query_embeddings=embeddings.queries,
+        query_count=args.query_count,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        hnsw_max_corpus_size=args.hnsw_max_corpus_size,
+        store=_store(args),
+        run_fields={
+            "model": args.model,
+            "model_fingerprint": embeddings.model_fingerprint,
+            "dataset": dataset.name,
+            "dataset_fingerprint": dataset.fingerprint,
+        },
+        progress=StderrProgress("bench"),
+    )
+    lines = [f"run {result.run_id}: {dataset.name}, model {args.model}"]
+    for row in result.rows:
+        lines.append(
+            f"  {row['index_type']:>6} {row['precision']:<6} {row['width']:>4} n={row['corpus_size']:>9,}: "
+            f"p50 {row['p50_ms']:.3f} ms, p95 {row['p95_ms']:.3f} ms, {row['queries_per_s']:,.0f} q/s "
+            f"(batch {row['batch_size']}), {row['bytes_per_vector']:.1f} B/vector "
+            f"(formula {row['formula_bytes_per_vector']:.1f})"
+        )
+    lines += [f"  skipped: {reason}" for reason in result.skipped]
+    payload = {
+        "run_id": result.run_id,
+        "dataset": dataset.summary(),
+        "model": args.model,
+        "rows": result.rows,
+        "fits": result.fits,
+        "skipped": result.skipped,
+    }
+    _emit(args, payload, "\n".join(lines))
+    return 0
+
+
+def _cmd_funnel(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mrl_core.data import load_dataset
+    from mrl_core.encode import embed_dataset
+    from mrl_core.funnel import FunnelSearcher, FunnelTuner, encode_query, live_query, load_tuned_funnel, save_tuning
+
+    dataset = load_dataset(args.data)
+    embeddings = embed_dataset(dataset, args.model, StderrProgress("encoding"))
+    store = _store(args)
+    searcher = FunnelSearcher(embeddings.corpus)
+    found = None if args.retune else load_tuned_funnel(
+        store, model=args.model, dataset_fingerprint=dataset.fingerprint, target_recall=args.target_recall, k=args.k
+    )
+    if found is not None:
+        funnel, funnel_run_id = found
+    else:
+        # Tune on the dataset's queries (at most 300, for time); a corpus without queries lends its own rows.
+        rng = np.random.default_rng(0)
+        pool = embeddings.queries if len(embeddings.queries) else embeddings.corpus
+        sample = pool[np.sort(rng.choice(len(pool), min(len(pool), 300), replace=False))]
+        tuner = FunnelTuner(args.target_recall, args.k).fit(searcher, sample, progress=StderrProgress("timing funnels"))
+        funnel_run_id = save_tuning(
+            store, tuner, model=args.model, model_fingerprint=embeddings.model_fingerprint, dataset=dataset.name,
+            dataset_fingerprint=dataset.fingerprint,
+        )
+        funnel = tuner.best_
+    answer = live_query(searcher, encode_query(args.model, args.query), funnel, k=args.k)
+
+    def hits(ids: list[int], scores: list[float]) -> list[dict]:
+        return [
+            {
+                "rank": rank,
+                "doc_id": dataset.corpus_ids[row],
+                "text": dataset.corpus_texts[row][:80] if dataset.corpus_texts is not None else None,
+                "score": score,
+            }
+            for rank, (row, score) in enumerate(zip(ids, scores), start=1)
+            if row >= 0
+        ]
+
+    payload = {
+        "query": args.query,
+        "model": args.model,
+        "dataset": dataset.summary(),
+        "target_recall": args.target_recall,
+        "funnel_run_id": funnel_run_id,
+        "tuned_now": found is None,
+        "funnel": funnel.to_dicts(),
+        "description": funnel.describe(),
+        "results": hits(answer["funnel_ids"], answer["funnel_scores"]),
+        "exact_results": hits(answer["exact_ids"], answer["exact_scores"]),
+        "stage_ms": answer["stage_ms"],
+        "funnel_ms": answer["funnel_ms"],
+        "exact_ms": answer["exact_ms"],
+        "overlap_at_k": answer["overlap_at_k"],
+        "k": args.k,
+        "speedup": answer["speedup"],
+        "threads": answer["threads"],
+        "batch_size": 1,
+        "faiss_version": answer["faiss_version"],
+    }
+    lines = [
+        f"funnel {funnel.describe()} ({'tuned now' if found is None else 'stored'}, run {funnel_run_id})",
+        f"  funnel {answer['funnel_ms']:.3f} ms (stages {', '.join(f'{ms:.3f}' for ms in answer['stage_ms'])}), "
+        f"exact {answer['exact_ms']:.3f} ms, speedup {answer['speedup']:.2f}x, overlap@{args.k} {answer['overlap_at_k']:.2f}",
+    ]
+    for hit in payload["results"]:
+        lines.append(f"  {hit['rank']:>2}. {hit['doc_id']} {hit['score']:.4f} {hit['text'] or ''}")
+    _emit(args, payload, "\n".join(lines))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mrl_core", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +278,47 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--precisions", type=_str_list, default=["fp32", "fp16", "int8", "binary", "binary+rescore"])
     evaluate.add_argument("--methods", type=_str_list, default=["prefix", "pca"])
     evaluate.set_defaults(handler=_cmd_evaluate)
+
+    recommend = commands.add_parser(
+        "recommend", help="cheapest width/precision/index/funnel meeting the targets (exit 1 when none does)"
+    )
+    _add_common(recommend, data=False, model=False)
+    recommend.add_argument("--corpus-size", type=int, required=True, help="vectors the deployment will hold")
+    recommend.add_argument("--max-storage-gb", type=float, default=None, help="RAM + disk over all replicas, GB (1e9 bytes)")
+    recommend.add_argument("--max-ram-gb", type=float, default=None, help="RAM over all replicas, GB")
+    recommend.add_argument("--max-p95-ms", type=float, default=None, help="p95 single-query latency, ms")
+    recommend.add_argument("--min-ndcg", type=float, default=None, help="nDCG@10 floor on the evaluated dataset")
+    recommend.add_argument("--min-retention", type=float, default=None, help="nDCG@10 floor relative to full-width fp32")
+    recommend.add_argument("--replicas", type=int, default=1)
+    recommend.add_argument("--vendor", choices=["faiss", "qdrant", "weaviate", "opensearch"], default="faiss")
+    recommend.add_argument("--objective", choices=["cheapest", "best_quality"], default="cheapest")
+    recommend.add_argument("--rescore-location", choices=["ram", "disk"], default="ram",
+                           help="where funnels keep the vectors later stages rescore with")
+    recommend.add_argument("--dataset", default=None, help="evaluated dataset fingerprint or name (default: newest)")
+    recommend.add_argument("--model", default=None, help="evaluated model (default: newest for the dataset)")
+    recommend.set_defaults(handler=_cmd_recommend)
+
+    bench = commands.add_parser("bench", help="single-query latency, throughput and memory per width x precision x index, stored")
+    _add_common(bench)
+    bench.add_argument("--corpus-sizes", type=_int_list, default=None,
+                       help="sizes to measure at; above the real size the corpus is enlarged with noisy copies "
+                            "(default: the real size, 25000, 100000)")
+    bench.add_argument("--widths", type=_int_list, default=[384, 128, 64, 32])
+    bench.add_argument("--index-types", type=_str_list, default=["flat", "binary", "hnsw"])
+    bench.add_argument("--precisions", type=_str_list, default=["fp32", "fp16", "int8", "binary"])
+    bench.add_argument("--query-count", type=int, default=100, help="single queries timed per configuration")
+    bench.add_argument("--batch-size", type=int, default=64, help="queries per call for throughput")
+    bench.add_argument("--threads", type=int, default=1, help="FAISS/BLAS threads (1: a single query's scan uses one)")
+    bench.add_argument("--hnsw-max-corpus-size", type=int, default=50_000, help="HNSW is not built above this size")
+    bench.set_defaults(handler=_cmd_bench)
+
+    funnel = commands.add_parser("funnel", help="one query through the auto-tuned funnel and exact search, side by side")
+    _add_common(funnel)
+    funnel.add_argument("--query", required=True, help="query text")
+    funnel.add_argument("--target-recall", type=float, default=0.99, help="recall@k against exact search the funnel must keep")
+    funnel.add_argument("--k", type=int, default=10, help="results")
+    funnel.add_argument("--retune", action="store_true", help="tune again even if the store holds a tuned funnel")
+    funnel.set_defaults(handler=_cmd_funnel)
 
     return parser
 
