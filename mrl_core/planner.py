@@ -1,0 +1,524 @@
+"""The budget planner: the cheapest width x precision x index (or funnel) that meets every target.
+
+It joins three things no storage calculator joins: storage from the cost model, latency measured on this
+hardware (bench rows in the store, projected beyond the measured corpus sizes), and quality measured on
+the user's own data (evaluation rows, and funnels' own measured recall and nDCG).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Literal, get_args
+
+import numpy as np
+import pandas as pd
+
+from mrl_core.cost import (
+    BINARY_PRECISIONS,
+    GB,
+    INDEX_TYPES,
+    LOCATIONS,
+    VENDORS,
+    estimate_funnel_storage,
+    estimate_storage,
+    latency_at,
+)
+from mrl_core.store import ResultStore
+
+Objective = Literal["cheapest", "best_quality"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+
+# Each target: the candidate column it bounds, whether it is an upper bound, and how to show it.
+TARGETS = {
+    "max_storage_gb": ("storage_gb", True, "storage", "GB"),
+    "max_ram_gb": ("ram_gb", True, "RAM", "GB"),
+    "max_p95_ms": ("p95_ms", True, "p95 latency", "ms"),
+    "min_ndcg": ("ndcg_at_10", False, "nDCG@10", ""),
+    "min_retention": ("retention", False, "retention", ""),
+}
+CLOSEST_COUNT = 5
+
+
+def _index_types_for(precision: str, index_types: tuple[str, ...]) -> list[str]:
+    # A flat scan over bit codes is the 'binary' index; float codes are scanned by 'flat'.
+    excluded = "flat" if precision in BINARY_PRECISIONS else "binary"
+    return [index_type for index_type in index_types if index_type != excluded]
+
+
+def _stages_key(stages) -> str:
+    stages = json.loads(stages) if isinstance(stages, str) else stages
+    return json.dumps(
+        [
+            {
+                "width": int(stage["width"]),
+                "precision": stage.get("precision", "fp32"),
+                "index_type": stage.get("index_type", "flat"),
+                "shortlist_size": stage.get("shortlist_size"),
+            }
+            for stage in stages
+        ],
+        sort_keys=True,
+    )
+
+
+def funnel_label(stages: list[dict]) -> str:
+    """'funnel 32 binary/binary [100] -> 384 fp32' style label: width, precision, index, shortlist."""
+    parts = []
+    for stage in stages:
+        text = f"{stage['width']} {stage.get('precision', 'fp32')}"
+        if stage is stages[0]:
+            text += f"/{stage.get('index_type', 'flat')}"
+        if stage.get("shortlist_size"):
+            text += f" [{stage['shortlist_size']}]"
+        parts.append(text)
+    return "funnel " + " -> ".join(parts)
+
+
+def _latest_per(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The row of the newest run for each key (re-runs replace older measurements)."""
+    if frame.empty:
+        return frame
+    return frame.sort_values("run_id").groupby(keys, dropna=False, sort=False).tail(1)
+
+
+def _finished(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["status"] == "finished"] if "status" in frame.columns else frame
+
+
+class WidthPlanner:
+    """Recommends the cheapest configuration meeting storage, RAM, latency and quality targets.
+
+    Shaped like a scikit-learn estimator: parameters here, work in ``fit``, learned attributes end in ``_``.
+
+    Args:
+        corpus_size: vectors the deployment will hold.
+        max_storage_gb: total RAM + disk over all replicas, in GB (10**9 bytes).
+        max_ram_gb: RAM over all replicas, in GB.
+        max_p95_ms: p95 single-query latency, measured or projected from bench rows.
+        min_ndcg: nDCG@10 floor on the evaluated dataset.
+        min_retention: floor on nDCG@10 relative to full-width fp32 (1.0 = no loss).
+        replicas: copies of the index.
+        vendor: 'faiss', 'qdrant', 'weaviate' or 'opensearch'; applies that vendor's overhead factor.
+        objective: 'cheapest' (least storage, then latency) or 'best_quality' (highest nDCG, then storage).
+        index_types: index types to consider for single-stage candidates.
+        hnsw_m: HNSW links per vector used for storage.
+        ivf_nlist: IVF lists; None uses the FAISS guideline 4*sqrt(corpus_size).
+        metadata_bytes_per_vector: ids/metadata kept per vector, counted in RAM.
+        rescore_location: where funnels keep the vectors later stages rescore with ('ram' or 'disk').
+
+    Learned attributes:
+        candidates_: DataFrame, one row per configuration with data, with storage, latency, quality,
+            ``feasible``, ``misses`` ({target: by how much}) and ``reasons``.
+        recommendation_: dict for the chosen candidate with ``margins`` on each target, or None.
+        frontier_: DataFrame of Pareto-optimal candidates over storage, p95 latency and nDCG@10.
+        closest_: when nothing is feasible, {"candidates": DataFrame, "relax": [...]}: the nearest
+            candidates and, per target, how far relaxing it alone would make something feasible.
+        context_: dataset, model and runs the candidates were built from.
+
+    Example:
+        >>> planner = WidthPlanner(1_000_000, max_storage_gb=1, max_p95_ms=20, min_ndcg=0.6).fit(store)
+        >>> planner.recommendation_["label"]
+    """
+
+    def __init__(
+        self,
+        corpus_size: int,
+        max_storage_gb: float | None = None,
+        max_ram_gb: float | None = None,
+        max_p95_ms: float | None = None,
+        min_ndcg: float | None = None,
+        min_retention: float | None = None,
+        replicas: int = 1,
+        vendor: str = "faiss",
+        objective: Objective = "cheapest",
+        index_types: tuple[str, ...] = INDEX_TYPES,
+        hnsw_m: int = 32,
+        ivf_nlist: int | None = None,
+        metadata_bytes_per_vector: float = 0.0,
+        rescore_location: str = "ram",
+    ):
+        self.corpus_size = corpus_size
+        self.max_storage_gb = max_storage_gb
+        self.max_ram_gb = max_ram_gb
+        self.max_p95_ms = max_p95_ms
+        self.min_ndcg = min_ndcg
+        self.min_retention = min_retention
+        self.replicas = replicas
+        self.vendor = vendor
+        self.objective = objective
+        self.index_types = index_types
+        self.hnsw_m = hnsw_m
+        self.ivf_nlist = ivf_nlist
+        self.metadata_bytes_per_vector = metadata_bytes_per_vector
+        self.rescore_location = rescore_location
+
+    # -- public --------------------------------------------------------------------------------
+    def targets(self) -> dict[str, float]:
+        """The targets that were set, by name."""
+        return {name: getattr(self, name) for name in TARGETS if getattr(self, name) is not None}
+
+    def fit(self, store: ResultStore, dataset_fingerprint: str | None = None, model: str | None = None) -> "WidthPlanner":
+        """Build every candidate from the store, then pick, rank and explain.
+
+        Args:
+            store: the results store.
+            dataset_fingerprint: which evaluated dataset's quality to use (fingerprint or name); None takes
+                the dataset of the newest evaluation.
+            model: which model's quality to use; None takes the newest evaluated model for that dataset.
+
+        Returns:
+            self.
+
+        Raises:
+            ValueError: a parameter is out of range, or the store has no evaluation for the selection.
+        """
+        self._validate()
+        results = _finished(store.results())
+        results, self.context_ = self._select_quality_rows(results, dataset_fingerprint, model)
+        # Bench rows' p50/p95 are single-query latencies (their batch_size is the throughput run's).
+        latency = _finished(store.rows("latency"))
+        funnels = _finished(store.rows("funnels"))
+        funnels = funnels[
+            (funnels["dataset_fingerprint"] == self.context_["dataset_fingerprint"])
+            & (funnels["model"] == self.context_["model"])
+        ]
+        self.context_["latency_runs"] = sorted(int(r) for r in latency["run_id"].unique())
+        self.context_["funnel_runs"] = sorted(int(r) for r in funnels["run_id"].unique())
+        self.context_["latency_threads"] = sorted({int(t) for t in latency["threads"].dropna()})
+        self.context_["faiss_versions"] = sorted({str(v) for v in latency["faiss_version"].dropna()})
+
+        rows = self._single_stage_candidates(results, latency) + self._funnel_candidates(funnels, results)
+        if not rows:
+            raise ValueError(
+                f"index_types={list(self.index_types)} hold none of the evaluated precisions "
+                f"{sorted(results['precision'].unique())} and no funnel was measured: nothing to plan with"
+            )
+        candidates = pd.DataFrame(rows)
+        self._judge(candidates)
+        candidates["on_frontier"] = pareto_mask(candidates)
+        self.candidates_ = candidates.sort_values(["feasible", "storage_bytes", "label"], ascending=[False, True, True])
+        self.candidates_ = self.candidates_.reset_index(drop=True)
+        self.frontier_ = self.candidates_[self.candidates_["on_frontier"]].sort_values(["storage_bytes", "label"])
+        self.frontier_ = self.frontier_.reset_index(drop=True)
+        feasible = self.candidates_[self.candidates_["feasible"]]
+        if feasible.empty:
+            self.recommendation_ = None
+            self.closest_ = self._closest()
+        else:
+            chosen = rank(feasible, self.objective).iloc[0]
+            self.recommendation_ = self._describe(chosen)
+            self.closest_ = None
+        return self
+
+    # -- inputs --------------------------------------------------------------------------------
+    def _validate(self) -> None:
+        if not isinstance(self.corpus_size, (int, np.integer)) or self.corpus_size < 1:
+            raise ValueError(f"corpus_size={self.corpus_size!r}: expected a positive whole number of vectors")
+        for name in TARGETS:
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name}={value!r}: expected a finite number >= 0, or None for no target")
+        if self.vendor not in VENDORS:
+            raise ValueError(f"vendor={self.vendor!r}: expected one of {list(VENDORS)}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective={self.objective!r}: expected one of {list(OBJECTIVES)}")
+        if self.rescore_location not in LOCATIONS:
+            raise ValueError(f"rescore_location={self.rescore_location!r}: expected one of {list(LOCATIONS)}")
+        unknown = [index_type for index_type in self.index_types if index_type not in INDEX_TYPES]
+        if unknown or not self.index_types:
+            raise ValueError(f"index_types={list(self.index_types)!r}: expected a non-empty subset of {list(INDEX_TYPES)}")
+        if not isinstance(self.replicas, (int, np.integer)) or self.replicas < 1:
+            raise ValueError(f"replicas={self.replicas!r}: expected a whole number >= 1")
+
+    def _select_quality_rows(self, results: pd.DataFrame, dataset: str | None, model: str | None):
+        if results.empty:
+            raise ValueError(
+                "the store has no finished evaluation: run `python -m mrl_core evaluate --data SRC --model MODEL "
+                "--store FILE` first, so quality is measured on your data"
+            )
+        selection = results
+        if dataset is not None:
+            selection = selection[(selection["dataset_fingerprint"] == dataset) | (selection["dataset"] == dataset)]
+            if selection.empty:
+                known = sorted({f"{r.dataset} ({r.dataset_fingerprint})" for r in results.itertuples()})
+                raise ValueError(f"dataset={dataset!r}: no evaluation of it in the store; evaluated: {known}")
+        else:
+            newest = selection.sort_values("run_id").iloc[-1]
+            selection = selection[selection["dataset_fingerprint"] == newest["dataset_fingerprint"]]
+        if model is not None:
+            narrowed = selection[selection["model"] == model]
+            if narrowed.empty:
+                known = sorted(str(m) for m in selection["model"].unique())
+                raise ValueError(f"model={model!r}: no evaluation of it on this dataset; evaluated models: {known}")
+            selection = narrowed
+        else:
+            newest = selection.sort_values("run_id").iloc[-1]
+            selection = selection[selection["model"] == newest["model"]]
+        selection = _latest_per(selection, ["method", "width", "precision"])
+        first = selection.iloc[0]
+        context = {
+            "dataset": first["dataset"],
+            "dataset_fingerprint": first["dataset_fingerprint"],
+            "model": first["model"],
+            "full_width": int(selection["width"].max()),
+            "evaluation_runs": sorted(int(r) for r in selection["run_id"].unique()),
+        }
+        return selection, context
+
+    # -- candidates ----------------------------------------------------------------------------
+    def _reference_ndcg(self, results: pd.DataFrame) -> float | None:
+        reference = results[(results["method"] == "prefix") & (results["precision"] == "fp32")].dropna(subset=["ndcg_at_10"])
+        if reference.empty:
+            return None
+        return float(reference.sort_values("width").iloc[-1]["ndcg_at_10"])
+
+    def _latency_fields(self, rows: pd.DataFrame) -> dict:
+        estimate = latency_at(rows, self.corpus_size)
+        return {
+            "p50_ms": estimate.p50_ms,
+            "p95_ms": estimate.p95_ms,
+            "latency_projected": estimate.projected,
+            "latency_error": estimate.relative_error,
+            "latency_basis": estimate.basis,
+            "latency_sizes": list(estimate.measured_sizes),
+        }
+
+    def _storage_fields(self, estimate) -> dict:
+        return {
+            "storage_bytes": estimate.storage_bytes,
+            "ram_bytes": estimate.ram_bytes,
+            "disk_bytes": estimate.disk_bytes,
+            "storage_gb": estimate.storage_bytes / GB,
+            "ram_gb": estimate.ram_bytes / GB,
+            "rescore_location": estimate.rescore_location,
+        }
+
+    def _single_stage_candidates(self, results: pd.DataFrame, latency: pd.DataFrame) -> list[dict]:
+        reference = self._reference_ndcg(results)
+        config_keys = ["index_type", "width", "precision"]
+        latency = _latest_per(latency, config_keys + ["corpus_size"])
+        measured = {
+            (index_type, int(width), precision): self._latency_fields(group)
+            for (index_type, width, precision), group in latency.groupby(config_keys, sort=False)
+        }
+        unmeasured = self._latency_fields(latency.iloc[0:0])
+        candidates = []
+        for row in results.itertuples():
+            for index_type in _index_types_for(row.precision, tuple(self.index_types)):
+                storage = estimate_storage(
+                    self.corpus_size, int(row.width), row.precision, index_type, hnsw_m=self.hnsw_m,
+                    ivf_nlist=self.ivf_nlist, metadata_bytes_per_vector=self.metadata_bytes_per_vector,
+                    vendor=self.vendor, replicas=self.replicas,
+                )
+                ndcg = None if pd.isna(row.ndcg_at_10) else float(row.ndcg_at_10)
+                retention = None if pd.isna(row.retention) else float(row.retention)
+                if retention is None and ndcg is not None and reference:
+                    retention = ndcg / reference
+                approximate = index_type in ("hnsw", "ivf")
+                candidates.append({
+                    "label": f"{row.method} {int(row.width)} {row.precision}/{index_type}",
+                    "kind": "single",
+                    "method": row.method,
+                    "width": int(row.width),
+                    "precision": row.precision,
+                    "index_type": index_type,
+                    "stages": [{"width": int(row.width), "precision": row.precision, "index_type": index_type}],
+                    **self._storage_fields(storage),
+                    **measured.get((index_type, int(row.width), row.precision), unmeasured),
+                    "ndcg_at_10": ndcg,
+                    "recall_at_10": None if pd.isna(row.recall_at_10) else float(row.recall_at_10),
+                    "retention": retention,
+                    # Evaluation searches exactly; an approximate index can only lose some of that quality.
+                    "quality_source": (
+                        f"measured with exact search; {index_type} recall not measured" if approximate else "measured"
+                    ),
+                })
+        return candidates
+
+    def _funnel_candidates(self, funnels: pd.DataFrame, results: pd.DataFrame) -> list[dict]:
+        if funnels.empty:
+            return []
+        reference = self._reference_ndcg(results)
+        funnels = funnels.assign(stages_key=funnels["stages"].map(_stages_key))
+        candidates = []
+        for key, group in funnels.groupby("stages_key", sort=True):
+            stages = json.loads(key)
+            storage = estimate_funnel_storage(
+                self.corpus_size, stages, rescore_location=self.rescore_location, hnsw_m=self.hnsw_m,
+                ivf_nlist=self.ivf_nlist, metadata_bytes_per_vector=self.metadata_bytes_per_vector,
+                vendor=self.vendor, replicas=self.replicas,
+            )
+            group = _latest_per(group, ["corpus_size"])
+            # Quality from the measured size nearest the target: recall of a shortlist falls as the corpus grows.
+            nearest = group.iloc[(np.log(group["corpus_size"].astype(float)) - math.log(self.corpus_size)).abs().argsort()]
+            measured = nearest.dropna(subset=["ndcg_at_10"])
+            recall_rows = nearest.dropna(subset=["recall_at_10"])
+            recall = float(recall_rows.iloc[0]["recall_at_10"]) if not recall_rows.empty else None
+            if not measured.empty:
+                ndcg = float(measured.iloc[0]["ndcg_at_10"])
+                source = f"measured at {int(measured.iloc[0]['corpus_size']):,} vectors"
+            elif recall is not None and reference is not None:
+                ndcg = reference * recall
+                source = f"estimated: full-width nDCG@10 {reference:.4f} x funnel recall@10 {recall:.3f}"
+            else:
+                ndcg, source = None, "not measured"
+            first = stages[0]
+            candidates.append({
+                "label": funnel_label(stages),
+                "kind": "funnel",
+                "method": "prefix",
+                "width": int(first["width"]),
+                "precision": first["precision"],
+                "index_type": first["index_type"],
+                "stages": stages,
+                **self._storage_fields(storage),
+                # The bench's scaling fit keys on the stage-1 index: it decides scan (linear) vs HNSW (log).
+                **self._latency_fields(
+                    group.assign(index_type=first["index_type"], precision=first["precision"], width=int(first["width"]))
+                ),
+                "ndcg_at_10": ndcg,
+                "recall_at_10": recall,
+                "retention": ndcg / reference if ndcg is not None and reference else None,
+                "quality_source": source,
+            })
+        return candidates
+
+    # -- judgement -----------------------------------------------------------------------------
+    def _judge(self, candidates: pd.DataFrame) -> None:
+        targets = self.targets()
+        misses_column, reasons_column = [], []
+        for candidate in candidates.to_dict("records"):
+            misses, reasons = {}, []
+            for name, limit in targets.items():
+                column, upper, title, unit = TARGETS[name]
+                value = candidate[column]
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    misses[name] = None
+                    reasons.append("no latency measured" if column == "p95_ms" else f"no {title} measured")
+                    continue
+                shortfall = value - limit if upper else limit - value
+                if shortfall > 0:
+                    misses[name] = float(shortfall)
+                    word = "over" if upper else "under"
+                    relation = ">" if upper else "<"
+                    reasons.append(
+                        f"{title} {_fmt(value, unit)} {relation} {name} {_fmt(limit, unit)} ({word} by {_fmt(shortfall, unit)})"
+                    )
+            misses_column.append(misses)
+            reasons_column.append(reasons)
+        candidates["misses"] = misses_column
+        candidates["reasons"] = reasons_column
+        candidates["feasible"] = [not misses for misses in misses_column]
+
+    def margins(self, candidate: dict) -> dict:
+        """How much room a candidate leaves on each target that was set (negative = missed by)."""
+        margins = {}
+        for name, limit in self.targets().items():
+            column, upper, _, _ = TARGETS[name]
+            value = candidate.get(column)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                margins[name] = {"target": limit, "value": None, "margin": None, "relative_margin": None}
+                continue
+            margin = limit - value if upper else value - limit
+            margins[name] = {
+                "target": limit,
+                "value": float(value),
+                "margin": float(margin),
+                "relative_margin": float(margin / limit) if limit else None,
+            }
+        return margins
+
+    def _describe(self, candidate: pd.Series) -> dict:
+        description = _plain(candidate.to_dict())
+        description["margins"] = self.margins(description)
+        return description
+
+    def _closest(self) -> dict:
+        targets = self.targets()
+        candidates = self.candidates_.copy()
+
+        def distance(misses: dict) -> float:
+            if any(amount is None for amount in misses.values()):
+                return math.inf
+            return sum(amount / targets[name] if targets[name] else math.inf for name, amount in misses.items())
+
+        candidates["distance"] = candidates["misses"].map(distance)
+        closest = candidates.sort_values(["distance", "storage_bytes", "label"]).head(CLOSEST_COUNT).reset_index(drop=True)
+        relax = []
+        for name, limit in targets.items():
+            _, upper, title, unit = TARGETS[name]
+            only_this = [
+                misses[name] for misses in self.candidates_["misses"]
+                if set(misses) == {name} and misses[name] is not None
+            ]
+            if not only_this:
+                continue
+            by = min(only_this)
+            needed = limit + by if upper else limit - by
+            relax.append({
+                "target": name,
+                "current": limit,
+                "needed": needed,
+                "by": by,
+                "relative": by / limit if limit else None,
+                "text": f"relax {name} from {_fmt(limit, unit)} to {_fmt(needed, unit)} ({title}, by {_fmt(by, unit)})",
+            })
+        relax.sort(key=lambda item: math.inf if item["relative"] is None else item["relative"])
+        return {"candidates": closest, "relax": relax}
+
+
+def rank(candidates: pd.DataFrame, objective: Objective = "cheapest") -> pd.DataFrame:
+    """Candidates in preference order: 'cheapest' = least storage, then p95, then best nDCG;
+    'best_quality' = best nDCG, then least storage, then p95. Unknown latency sorts last."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r}: expected one of {list(OBJECTIVES)}")
+    keyed = candidates.assign(
+        _p95=candidates["p95_ms"].astype(float).fillna(math.inf),
+        _ndcg=-candidates["ndcg_at_10"].astype(float).fillna(-math.inf),
+    )
+    order = ["storage_bytes", "_p95", "_ndcg", "label"] if objective == "cheapest" else ["_ndcg", "storage_bytes", "_p95", "label"]
+    return keyed.sort_values(order, kind="mergesort").drop(columns=["_p95", "_ndcg"])
+
+
+def pareto_mask(candidates: pd.DataFrame) -> list[bool]:
+    """True for candidates no other candidate beats: as small or smaller storage and p95, as high or higher
+    nDCG@10, and strictly better on one. Unknown latency counts as worst; unknown nDCG is never on it."""
+    storage = candidates["storage_bytes"].astype(float).to_numpy()
+    latency = candidates["p95_ms"].astype(float).fillna(math.inf).to_numpy()
+    quality = candidates["ndcg_at_10"].astype(float).to_numpy()
+    mask = []
+    for i in range(len(candidates)):
+        if math.isnan(quality[i]):
+            mask.append(False)
+            continue
+        no_worse = (storage <= storage[i]) & (latency <= latency[i]) & (np.nan_to_num(quality, nan=-math.inf) >= quality[i])
+        better = (storage < storage[i]) | (latency < latency[i]) | (np.nan_to_num(quality, nan=-math.inf) > quality[i])
+        mask.append(not bool((no_worse & better).any()))
+    return mask
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "GB":
+        return f"{value:.3g} GB"
+    if unit == "ms":
+        return f"{value:.3g} ms"
+    return f"{value:.4f}"
+
+
+def _plain(value):
+    """numpy/pandas scalars and NaN -> JSON-friendly Python values."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def candidates_records(frame: pd.DataFrame) -> list[dict]:
+    """A candidates DataFrame as JSON-friendly records."""
+    return [_plain(record) for record in frame.to_dict("records")]
