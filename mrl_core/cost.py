@@ -30,7 +30,6 @@ from typing import Literal, get_args
 import numpy as np
 import pandas as pd
 
-from mrl_core.bench import fit_latency, project_latency_ms
 from mrl_core.widths import PRECISIONS, Precision
 
 IndexType = Literal["flat", "hnsw", "ivf", "binary"]
@@ -354,6 +353,8 @@ def latency_at(rows: pd.DataFrame, corpus_size: int) -> LatencyEstimate:
             None, None, False, None, measured_sizes,
             f"measured only at {measured_sizes[0]:,} vectors; two or more sizes are needed to project to {corpus_size:,}",
         )
+    from mrl_core.bench import fit_latency, project_latency_ms  # bench builds on cost's formulas
+
     (p95_fit,) = fit_latency(rows, "p95_ms").values()
     p50_fits = fit_latency(rows.dropna(subset=["p50_ms"]), "p50_ms")
     p50_ms = project_latency_ms(next(iter(p50_fits.values())), corpus_size) if p50_fits else None

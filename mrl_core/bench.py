@@ -1,0 +1,428 @@
+"""Latency benchmarks: measured search time and index memory per (width, precision, index), and scaling fits.
+
+Every row is measured on this machine with FAISS and records the faiss version, threads and batch size.
+Corpus sizes beyond the real corpus are reached by enlarging it: real rows sampled with replacement plus
+gaussian noise scaled per coordinate, renormalised (``enlarge_corpus``); the row's details say so.
+``fit_latency`` fits p50/p95 against corpus size per configuration (linear for flat scans, logarithmic for
+HNSW) and ``project_latency_ms`` evaluates a fit at any size.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence, get_args
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from mrl_core.cost import index_bytes_per_vector
+from mrl_core.funnel import renormalised_prefix, search_threads
+
+BenchIndexType = Literal["flat", "binary", "hnsw"]
+BENCH_INDEX_TYPES: tuple[str, ...] = get_args(BenchIndexType)
+BenchPrecision = Literal["fp32", "fp16", "int8", "binary"]
+BENCH_PRECISIONS: tuple[str, ...] = get_args(BenchPrecision)
+SUPPORTED = {"flat": ("fp32", "fp16", "int8"), "binary": ("binary",), "hnsw": ("fp32",)}
+"""Which precisions each index type holds: flat scans of fp32/fp16/SQ8 codes, a bit scan, HNSW over fp32."""
+FitForm = Literal["linear", "log"]
+Metric = Literal["p50_ms", "p95_ms"]
+
+Progress = Callable[[int, int], None]
+
+
+def bench_configs(index_types: Sequence[str], precisions: Sequence[str]) -> list[tuple[str, str]]:
+    """The (index_type, precision) pairs FAISS can build among those asked for.
+
+    Raises:
+        ValueError: for an unknown index type or precision.
+    """
+    for index_type in index_types:
+        if index_type not in BENCH_INDEX_TYPES:
+            raise ValueError(f"index_types: {index_type!r} is not one of {list(BENCH_INDEX_TYPES)}")
+    for precision in precisions:
+        if precision not in BENCH_PRECISIONS:
+            raise ValueError(f"precisions: {precision!r} is not one of {list(BENCH_PRECISIONS)}")
+    return [(index_type, precision) for index_type in index_types for precision in precisions if precision in SUPPORTED[index_type]]
+
+
+def build_index(prefix: np.ndarray, index_type: str, precision: str, *, hnsw_m: int = 32, hnsw_ef_construction: int = 80):
+    """A FAISS index over renormalised prefix rows (inner product; Hamming over sign bits for binary)."""
+    width = prefix.shape[1]
+    if precision not in SUPPORTED.get(index_type, ()):
+        raise ValueError(f"index_type={index_type!r} with precision={precision!r}: supported pairs are {SUPPORTED}")
+    if index_type == "binary":
+        if width % 8:
+            raise ValueError(f"width={width}: a binary index needs a multiple of 8 bits")
+        index = faiss.IndexBinaryFlat(width)
+        index.add(np.packbits(prefix > 0, axis=1))
+        return index
+    if index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(width, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = hnsw_ef_construction
+    elif precision == "fp32":
+        index = faiss.IndexFlatIP(width)
+    else:
+        quantizer = faiss.ScalarQuantizer.QT_fp16 if precision == "fp16" else faiss.ScalarQuantizer.QT_8bit
+        index = faiss.IndexScalarQuantizer(width, quantizer, faiss.METRIC_INNER_PRODUCT)
+        index.train(prefix)
+    index.add(prefix)
+    return index
+
+
+def measured_bytes_per_vector(index) -> float:
+    """Size of the serialised index divided by its vector count (headers included, negligible at scale)."""
+    if isinstance(index, faiss.IndexBinary):
+        return len(faiss.serialize_index_binary(index)) / index.ntotal
+    return len(faiss.serialize_index(index)) / index.ntotal
+
+
+def enlarge_corpus(embeddings: np.ndarray, corpus_size: int, *, noise_scale: float = 0.5, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Grow (or subsample) a unit-norm corpus to ``corpus_size`` rows.
+
+    Beyond the real size, the real rows come first and unchanged; each extra row is a real row drawn at
+    random plus gaussian noise whose per-coordinate standard deviation is ``noise_scale`` times the real
+    corpus's, renormalised. Scaling the noise per coordinate keeps a Matryoshka model's falling variance
+    across coordinates, so prefixes stay as informative as in the real data. Below the real size a random
+    subset of rows is kept.
+
+    Returns:
+        (matrix, details): the (corpus_size, width) float32 matrix and a dict saying how it was made.
+    """
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    real_rows, width = embeddings.shape
+    if corpus_size < 1:
+        raise ValueError(f"corpus_size={corpus_size}: expected a positive number of rows")
+    rng = np.random.default_rng(seed)
+    if corpus_size <= real_rows:
+        keep = np.sort(rng.choice(real_rows, corpus_size, replace=False))
+        return embeddings[keep], {"enlarged": False, "real_rows": corpus_size, "synthetic_rows": 0, "seed": seed}
+    matrix = np.empty((corpus_size, width), dtype=np.float32)
+    matrix[:real_rows] = embeddings
+    coordinate_std = embeddings.std(axis=0).astype(np.float32)
+    chunk_rows = 65536
+    for start in range(real_rows, corpus_size, chunk_rows):
+        stop = min(start + chunk_rows, corpus_size)
+        block = embeddings[rng.integers(0, real_rows, stop - start)]
+        block = block + rng.standard_normal(block.shape, dtype=np.float32) * (noise_scale * coordinate_std)
+        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+        matrix[start:stop] = block
+    details = {
+        "enlarged": True,
+        "real_rows": real_rows,
+        "synthetic_rows": corpus_size - real_rows,
+        "noise_scale": noise_scale,
+        "seed": seed,
+        "method": "real rows first; extra rows = random real row + N(0, (noise_scale * per-coordinate std)^2), renormalised",
+    }
+    return matrix, details
+
+
+def _encode_queries(queries: np.ndarray, index_type: str) -> np.ndarray:
+    return np.packbits(queries > 0, axis=1) if index_type == "binary" else queries
+
+
+def _search(index, queries: np.ndarray, k: int, index_type: str, hnsw_ef_search: int):
+    if index_type == "hnsw":
+        return index.search(queries, k, params=faiss.SearchParametersHNSW(efSearch=max(hnsw_ef_search, k)))
+    return index.search(queries, k)
+
+
+def time_index(index, queries: np.ndarray, index_type: str, *, k: int = 10, batch_size: int = 64, hnsw_ef_search: int = 64) -> dict:
+    """Single-query p50/p95 (one query per call) and batched throughput of one index.
+
+    Args:
+        index: a FAISS index built by ``build_index``.
+        queries: (queries, width) renormalised float32 prefixes (binary indexes take their sign bits).
+        index_type: 'flat', 'binary' or 'hnsw'.
+        k: results per query.
+        batch_size: queries per call in the throughput run; it covers at least two batches.
+        hnsw_ef_search: HNSW search-time candidate list length.
+
+    Returns:
+        {"p50_ms", "p95_ms", "queries_per_s", "query_count", "throughput_query_count"}.
+    """
+    codes = _encode_queries(np.ascontiguousarray(queries, dtype=np.float32), index_type)
+    _search(index, codes[:1], k, index_type, hnsw_ef_search)
+    single_ms = []
+    for row in range(len(codes)):
+        start = time.perf_counter()
+        _search(index, codes[row : row + 1], k, index_type, hnsw_ef_search)
+        single_ms.append((time.perf_counter() - start) * 1000)
+    batch_count = max(2, math.ceil(len(codes) / batch_size))
+    batches = [np.take(codes, np.arange(b * batch_size, (b + 1) * batch_size) % len(codes), axis=0) for b in range(batch_count)]
+    start = time.perf_counter()
+    for batch in batches:
+        _search(index, batch, k, index_type, hnsw_ef_search)
+    elapsed_s = time.perf_counter() - start
+    return {
+        "p50_ms": float(np.percentile(single_ms, 50)),
+        "p95_ms": float(np.percentile(single_ms, 95)),
+        "queries_per_s": batch_count * batch_size / elapsed_s,
+        "query_count": len(codes),
+        "throughput_query_count": batch_count * batch_size,
+    }
+
+
+@dataclass
+class BenchResult:
+    """Rows written to the ``latency`` table, fits over them, and configurations left out (with why)."""
+
+    run_id: int | None
+    rows: list[dict]
+    fits: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def run_bench(
+    corpus_embeddings: np.ndarray,
+    *,
+    widths: Sequence[int] = (384, 128, 64, 32),
+    index_types: Sequence[str] = BENCH_INDEX_TYPES,
+    precisions: Sequence[str] = BENCH_PRECISIONS,
+    corpus_sizes: Sequence[int] | None = None,
+    query_embeddings: np.ndarray | None = None,
+    query_count: int = 100,
+    batch_size: int = 64,
+    k: int = 10,
+    threads: int | None = 1,
+    hnsw_m: int = 32,
+    hnsw_ef_search: int = 64,
+    hnsw_ef_construction: int = 80,
+    hnsw_max_corpus_size: int = 50_000,
+    noise_scale: float = 0.5,
+    seed: int = 0,
+    store=None,
+    run_fields: dict | None = None,
+    progress: Progress | None = None,
+) -> BenchResult:
+    """Measure single-query p50/p95, batched throughput and memory per vector for every configuration.
+
+    Args:
+        corpus_embeddings: (documents, full_width) unit-norm matrix (real embeddings).
+        widths: prefix widths to measure (above the full width: skipped).
+        index_types: of ``BENCH_INDEX_TYPES``; combined with ``precisions`` where FAISS supports the pair.
+        precisions: of ``BENCH_PRECISIONS``.
+        corpus_sizes: sizes to measure at; larger than the real corpus means enlarged (see
+            ``enlarge_corpus``). None: the real size only.
+        query_embeddings: (queries, full_width) real query vectors; None or empty: random corpus rows.
+        query_count: single queries timed per configuration (real queries are cycled if fewer).
+        batch_size: queries per call for throughput.
+        k: results per query.
+        threads: FAISS/BLAS threads for the run (None: leave as is; see ``funnel.search_threads``);
+            recorded on every row.
+        hnsw_m, hnsw_ef_search, hnsw_ef_construction: HNSW parameters.
+        hnsw_max_corpus_size: HNSW is not built above this size (its build takes minutes here).
+        noise_scale, seed: enlargement noise and randomness.
+        store: a ``ResultStore``; rows go to its ``latency`` table under one run of kind ``bench``.
+        run_fields: extra ``start_run`` fields (model, dataset, fingerprints).
+        progress: called as progress(done, total) over configurations.
+
+    Returns:
+        A ``BenchResult`` with the rows, the p50/p95 fits (with held-out error) and what was skipped.
+    """
+    corpus_embeddings = np.ascontiguousarray(corpus_embeddings, dtype=np.float32)
+    real_rows, full_width = corpus_embeddings.shape
+    configs = bench_configs(index_types, precisions)
+    sizes = sorted({int(size) for size in (corpus_sizes or [real_rows])})
+    if sizes[0] < 1:
+        raise ValueError(f"corpus_sizes: {sizes[0]} is not a positive number of rows")
+    if batch_size < 1 or query_count < 1:
+        raise ValueError(f"batch_size={batch_size}, query_count={query_count}: expected positive numbers")
+    rng = np.random.default_rng(seed)
+    if query_embeddings is not None and len(query_embeddings):
+        pool = np.ascontiguousarray(query_embeddings, dtype=np.float32)
+        query_source = "dataset queries"
+    else:
+        pool = corpus_embeddings[rng.choice(real_rows, min(real_rows, query_count), replace=False)]
+        query_source = "random corpus rows"
+    queries = pool[np.arange(query_count) % len(pool)]
+    skipped: list[str] = []
+    usable_widths = []
+    for width in dict.fromkeys(int(width) for width in widths):
+        if not 1 <= width <= full_width:
+            skipped.append(f"width {width}: outside 1..{full_width}")
+        else:
+            usable_widths.append(width)
+
+    rows: list[dict] = []
+    total = len(sizes) * len(usable_widths) * len(configs)
+    done = 0
+    with search_threads(threads):
+        for corpus_size in sizes:
+            corpus, enlarge_details = enlarge_corpus(corpus_embeddings, corpus_size, noise_scale=noise_scale, seed=seed)
+            for width in usable_widths:
+                prefix = renormalised_prefix(corpus, width)
+                query_prefix = renormalised_prefix(queries, width)
+                for index_type, precision in configs:
+                    done += 1
+                    reason = None
+                    if index_type == "binary" and width % 8:
+                        reason = f"binary {width}: not a multiple of 8 bits"
+                    elif index_type == "hnsw" and corpus_size > hnsw_max_corpus_size:
+                        reason = f"hnsw {width} at {corpus_size}: above hnsw_max_corpus_size={hnsw_max_corpus_size}"
+                    if reason:
+                        skipped.append(reason)
+                    else:
+                        rows.append(
+                            _bench_one(
+                                prefix, query_prefix, index_type, precision, k=k, batch_size=batch_size,
+                                hnsw_m=hnsw_m, hnsw_ef_search=hnsw_ef_search, hnsw_ef_construction=hnsw_ef_construction,
+                                details=dict(enlarge_details, query_source=query_source),
+                            )
+                        )
+                    if progress is not None:
+                        progress(done, total)
+                del prefix
+            del corpus
+
+    fits = [fit.to_dict() for metric in ("p50_ms", "p95_ms") for fit in fit_latency(rows, metric).values()]
+    run_id = None
+    if store is not None:
+        fields = dict(run_fields or {})
+        params = dict(fields.pop("params", None) or {})
+        params.update(
+            widths=usable_widths, configs=[list(config) for config in configs], corpus_sizes=sizes, query_count=query_count,
+            batch_size=batch_size, k=k, hnsw_m=hnsw_m, hnsw_ef_search=hnsw_ef_search, noise_scale=noise_scale, seed=seed,
+        )
+        fields.setdefault("corpus_size", real_rows)
+        fields.setdefault("query_count", query_count)
+        with store.run("bench", params=params, threads=rows[0]["threads"] if rows else None, **fields) as run_id:
+            store.add_rows("latency", run_id, rows)
+            store.finish_run(run_id, summary={"fits": fits, "skipped": skipped})
+    return BenchResult(run_id, rows, fits, skipped)
+
+
+def _bench_one(prefix, query_prefix, index_type, precision, *, k, batch_size, hnsw_m, hnsw_ef_search, hnsw_ef_construction, details) -> dict:
+    width = prefix.shape[1]
+    start = time.perf_counter()
+    index = build_index(prefix, index_type, precision, hnsw_m=hnsw_m, hnsw_ef_construction=hnsw_ef_construction)
+    build_s = time.perf_counter() - start
+    timing = time_index(index, query_prefix, index_type, k=k, batch_size=batch_size, hnsw_ef_search=hnsw_ef_search)
+    bytes_per_vector = measured_bytes_per_vector(index)
+    del index
+    return {
+        "index_type": index_type,
+        "width": width,
+        "precision": precision,
+        "corpus_size": int(prefix.shape[0]),
+        "batch_size": batch_size,
+        "threads": faiss.omp_get_max_threads(),
+        "faiss_version": faiss.__version__,
+        "p50_ms": timing["p50_ms"],
+        "p95_ms": timing["p95_ms"],
+        "queries_per_s": timing["queries_per_s"],
+        "bytes_per_vector": bytes_per_vector,
+        "formula_bytes_per_vector": index_bytes_per_vector(width, precision, index_type, hnsw_m=hnsw_m),
+        "details": dict(
+            details,
+            k=k,
+            build_s=build_s,
+            single_query_count=timing["query_count"],
+            throughput_query_count=timing["throughput_query_count"],
+            bytes_measured_by="len(faiss.serialize_index) / ntotal",
+            **({"hnsw_m": hnsw_m, "hnsw_ef_search": hnsw_ef_search, "hnsw_ef_construction": hnsw_ef_construction} if index_type == "hnsw" else {}),
+        ),
+    }
+
+
+# -- scaling fits ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScalingFit:
+    """latency_ms = intercept_ms + slope_ms * x, with x = corpus_size (linear) or ln(corpus_size) (log).
+
+    ``holdout_relative_error`` is |predicted - measured| / measured at the largest measured size when the
+    line was fitted without it (None with fewer than three sizes); the stored line uses every size.
+    """
+
+    index_type: str
+    precision: str
+    width: int
+    metric: str
+    form: str
+    intercept_ms: float
+    slope_ms: float
+    corpus_sizes: tuple[int, ...]
+    holdout_corpus_size: int | None
+    holdout_relative_error: float | None
+
+    def to_dict(self) -> dict:
+        return {
+            "index_type": self.index_type,
+            "precision": self.precision,
+            "width": self.width,
+            "metric": self.metric,
+            "form": self.form,
+            "intercept_ms": self.intercept_ms,
+            "slope_ms": self.slope_ms,
+            "corpus_sizes": list(self.corpus_sizes),
+            "holdout_corpus_size": self.holdout_corpus_size,
+            "holdout_relative_error": self.holdout_relative_error,
+        }
+
+
+def _x(form: str, corpus_size) -> np.ndarray:
+    sizes = np.asarray(corpus_size, dtype=float)
+    return np.log(sizes) if form == "log" else sizes
+
+
+def _line(form: str, sizes: np.ndarray, latencies_ms: np.ndarray) -> tuple[float, float]:
+    slope, intercept = np.polyfit(_x(form, sizes), latencies_ms, 1)
+    return float(intercept), float(slope)
+
+
+def fit_latency(rows: pd.DataFrame | Sequence[dict], metric: Metric = "p50_ms") -> dict[tuple[str, str, int], ScalingFit]:
+    """Fit latency against corpus size for each (index_type, precision, width) measured at two or more sizes.
+
+    Flat and binary scans read every vector, so their time is linear in corpus size; HNSW visits about
+    log(n) layers of neighbours, so it is fitted as a + b*ln(n). Repeated sizes use their median.
+
+    Args:
+        rows: ``latency`` rows (a DataFrame from the store, or ``run_bench``'s dicts).
+        metric: ``p50_ms`` or ``p95_ms``.
+
+    Returns:
+        {(index_type, precision, width): ScalingFit}.
+    """
+    if metric not in get_args(Metric):
+        raise ValueError(f"metric={metric!r}: expected one of {list(get_args(Metric))}")
+    frame = pd.DataFrame(list(rows) if not isinstance(rows, pd.DataFrame) else rows)
+    fits: dict[tuple[str, str, int], ScalingFit] = {}
+    if frame.empty:
+        return fits
+    for (index_type, precision, width), group in frame.groupby(["index_type", "precision", "width"]):
+        by_size = group.groupby("corpus_size")[metric].median().sort_index()
+        if len(by_size) < 2:
+            continue
+        form = "log" if index_type == "hnsw" else "linear"
+        sizes = by_size.index.to_numpy(dtype=float)
+        latencies = by_size.to_numpy(dtype=float)
+        holdout_size, holdout_error = None, None
+        if len(sizes) >= 3:
+            intercept, slope = _line(form, sizes[:-1], latencies[:-1])
+            predicted = intercept + slope * float(_x(form, sizes[-1]))
+            holdout_size = int(sizes[-1])
+            holdout_error = abs(predicted - latencies[-1]) / latencies[-1]
+        intercept, slope = _line(form, sizes, latencies)
+        fits[(str(index_type), str(precision), int(width))] = ScalingFit(
+            str(index_type), str(precision), int(width), metric, form, intercept, slope,
+            tuple(int(size) for size in sizes), holdout_size, holdout_error,
+        )
+    return fits
+
+
+def project_latency_ms(fit: ScalingFit | dict, corpus_size: int) -> float:
+    """Latency a fit predicts at ``corpus_size`` (floored at 0: a line through small sizes may dip below).
+
+    Example:
+        >>> project_latency_ms({"form": "linear", "intercept_ms": 0.5, "slope_ms": 1e-5}, 1_000_000)
+        10.5
+    """
+    if corpus_size < 1:
+        raise ValueError(f"corpus_size={corpus_size}: expected a positive number of rows")
+    values = fit.to_dict() if isinstance(fit, ScalingFit) else fit
+    if values["form"] not in get_args(FitForm):
+        raise ValueError(f"form={values['form']!r}: expected one of {list(get_args(FitForm))}")
+    return max(0.0, float(values["intercept_ms"] + values["slope_ms"] * float(_x(values["form"], corpus_size))))

@@ -1,0 +1,129 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from mrl_core.bench import (
+    bench_configs,
+    enlarge_corpus,
+    fit_latency,
+    project_latency_ms,
+    run_bench,
+)
+from mrl_core.store import TABLE_COLUMNS, ResultStore
+
+
+def unit_rows(rows: int, width: int, seed: int = 0) -> np.ndarray:
+    matrix = np.random.default_rng(seed).normal(size=(rows, width)).astype(np.float32)
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def test_bench_configs_keep_supported_pairs_and_reject_unknown_names():
+    assert bench_configs(["flat", "binary", "hnsw"], ["fp32", "binary"]) == [
+        ("flat", "fp32"), ("binary", "binary"), ("hnsw", "fp32"),
+    ]
+    with pytest.raises(ValueError, match="'ivf' is not one of"):
+        bench_configs(["ivf"], ["fp32"])
+    with pytest.raises(ValueError, match="'int4' is not one of"):
+        bench_configs(["flat"], ["int4"])
+
+
+def test_enlarge_corpus_keeps_real_rows_and_unit_norms():
+    real = unit_rows(100, 16)
+    enlarged, details = enlarge_corpus(real, 250, noise_scale=0.5, seed=3)
+    assert enlarged.shape == (250, 16)
+    assert np.array_equal(enlarged[:100], real)
+    np.testing.assert_allclose(np.linalg.norm(enlarged, axis=1), 1.0, rtol=1e-5)
+    assert details["enlarged"] and details["synthetic_rows"] == 150 and details["noise_scale"] == 0.5
+    # A synthetic row stays close to one real row (its source) and far from the rest.
+    best = (enlarged[100:] @ real.T).max(axis=1)
+    assert np.median(best) > 0.8
+    subset, details = enlarge_corpus(real, 40)
+    assert subset.shape == (40, 16) and not details["enlarged"]
+
+
+def test_run_bench_rows_have_every_field_and_measured_bytes(tmp_path):
+    store = ResultStore(tmp_path / "results.duckdb")
+    result = run_bench(
+        unit_rows(500, 32), widths=(32, 12), corpus_sizes=[300, 1000], query_count=6, batch_size=4,
+        hnsw_max_corpus_size=500, store=store, run_fields={"model": "synthetic"},
+    )
+    rows = {(r["index_type"], r["precision"], r["width"], r["corpus_size"]): r for r in result.rows}
+    # binary at width 12 is not a whole number of bytes; hnsw is capped at 500 rows.
+    assert ("binary", "binary", 12, 300) not in rows and ("hnsw", "fp32", 32, 1000) not in rows
+    assert ("hnsw", "fp32", 32, 300) in rows and ("flat", "int8", 12, 1000) in rows
+    assert any("hnsw_max_corpus_size=500" in reason for reason in result.skipped)
+    for row in result.rows:
+        assert set(row) == set(TABLE_COLUMNS["latency"])
+        assert row["p95_ms"] >= row["p50_ms"] > 0 and row["queries_per_s"] > 0
+        assert row["threads"] == 1 and row["batch_size"] == 4 and row["faiss_version"]
+        assert row["details"]["enlarged"] == (row["corpus_size"] > 500)
+    flat = rows[("flat", "fp32", 32, 1000)]
+    assert flat["formula_bytes_per_vector"] == 128
+    assert flat["bytes_per_vector"] == pytest.approx(128, rel=0.01)
+    assert rows[("binary", "binary", 32, 1000)]["bytes_per_vector"] == pytest.approx(4, rel=0.05)
+    assert rows[("flat", "int8", 12, 1000)]["bytes_per_vector"] == pytest.approx(12, rel=0.05)
+    hnsw = rows[("hnsw", "fp32", 32, 300)]
+    assert hnsw["formula_bytes_per_vector"] == 128 + 256 and hnsw["bytes_per_vector"] > 128
+    stored = store.rows("latency", result.run_id)
+    assert len(stored) == len(result.rows) and set(stored["kind"]) == {"bench"}
+    summary = store.get_run(result.run_id)["summary"]
+    assert {fit["metric"] for fit in summary["fits"]} == {"p50_ms", "p95_ms"}
+
+
+def test_fit_latency_recovers_known_lines_and_reports_holdout_error():
+    sizes = [1_000, 10_000, 100_000, 1_000_000]
+    rows = [
+        {"index_type": "flat", "precision": "fp32", "width": 64, "corpus_size": n, "p50_ms": 0.5 + 2e-5 * n, "p95_ms": 1.0 + 4e-5 * n}
+        for n in sizes
+    ] + [
+        {"index_type": "hnsw", "precision": "fp32", "width": 64, "corpus_size": n, "p50_ms": 0.1 + 0.05 * np.log(n), "p95_ms": 1.0}
+        for n in sizes
+    ]
+    fits = fit_latency(pd.DataFrame(rows))
+    flat = fits[("flat", "fp32", 64)]
+    assert flat.form == "linear" and flat.intercept_ms == pytest.approx(0.5) and flat.slope_ms == pytest.approx(2e-5)
+    assert flat.holdout_corpus_size == 1_000_000 and flat.holdout_relative_error == pytest.approx(0, abs=1e-9)
+    hnsw = fits[("hnsw", "fp32", 64)]
+    assert hnsw.form == "log" and hnsw.intercept_ms == pytest.approx(0.1) and hnsw.slope_ms == pytest.approx(0.05)
+    assert project_latency_ms(flat, 2_000_000) == pytest.approx(40.5)
+    assert project_latency_ms(hnsw.to_dict(), 10_000_000) == pytest.approx(0.1 + 0.05 * np.log(1e7))
+    assert fit_latency(rows, "p95_ms")[("flat", "fp32", 64)].slope_ms == pytest.approx(4e-5)
+
+
+def test_fit_latency_holdout_error_is_measured_on_the_largest_size():
+    rows = [
+        {"index_type": "flat", "precision": "fp32", "width": 8, "corpus_size": n, "p50_ms": ms}
+        for n, ms in [(100, 1.0), (200, 2.0), (400, 8.0)]
+    ]
+    fit = fit_latency(rows)[("flat", "fp32", 8)]
+    # Fitted on 100 and 200 only: 1 ms per 100 rows predicts 4 ms at 400, measured 8 ms -> 50 % off.
+    assert fit.holdout_relative_error == pytest.approx(0.5)
+    assert fit_latency(rows[:1]) == {}
+    with pytest.raises(ValueError, match="metric='p99_ms'"):
+        fit_latency(rows, "p99_ms")
+
+
+def test_bench_and_funnel_commands_on_precomputed_embeddings(tmp_path, capsys):
+    import json
+
+    from mrl_core.cli import main
+
+    np.save(tmp_path / "vectors.npy", unit_rows(300, 16))
+    store_path = tmp_path / "results.duckdb"
+    code = main([
+        "bench", "--data", str(tmp_path / "vectors.npy"), "--model", "precomputed", "--store", str(store_path),
+        "--corpus-sizes", "300,600", "--widths", "16,8", "--index-types", "flat,binary", "--precisions", "fp32,binary",
+        "--query-count", "3", "--batch-size", "2", "--json",
+    ])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert {(r["index_type"], r["width"], r["corpus_size"]) for r in payload["rows"]} == {
+        (index_type, width, size) for index_type in ("flat", "binary") for width in (16, 8) for size in (300, 600)
+    }
+    assert len(ResultStore(store_path).rows("latency", payload["run_id"])) == 8
+    assert {fit["form"] for fit in payload["fits"]} == {"linear"}
+
+    code = main(["funnel", "--data", str(tmp_path / "vectors.npy"), "--model", "precomputed", "--query", "x",
+                 "--store", str(store_path), "--json"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "" and "cannot encode a new query text" in captured.err

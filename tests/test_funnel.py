@@ -1,0 +1,188 @@
+import numpy as np
+import pytest
+
+from mrl_core.funnel import (
+    Funnel,
+    FunnelSearcher,
+    FunnelStage,
+    FunnelTuner,
+    _smallest_meeting,
+    live_query,
+    load_tuned_funnel,
+    prefix_norms,
+    recall_at_k,
+    renormalised_prefix,
+    save_tuning,
+    shortlist_grid,
+    time_funnel,
+)
+from mrl_core.store import ResultStore
+
+
+def mrl_like(rows: int, width: int = 64, clusters: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered unit vectors whose variance falls with the coordinate, as a Matryoshka model's does,
+    so that short prefixes already separate clusters. Returns (corpus, queries)."""
+    rng = np.random.default_rng(seed)
+    scales = 1 / np.sqrt(np.arange(1, width + 1))
+    centres = rng.normal(size=(clusters, width)) * scales
+
+    def draw(count: int) -> np.ndarray:
+        matrix = centres[rng.integers(0, clusters, count)] + 0.5 * rng.normal(size=(count, width)) * scales
+        return (matrix / np.linalg.norm(matrix, axis=1, keepdims=True)).astype(np.float32)
+
+    return draw(rows), draw(60)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return mrl_like(2000)
+
+
+@pytest.fixture(scope="module")
+def searcher(data):
+    return FunnelSearcher(data[0])
+
+
+def test_prefix_norms_match_explicit_norms():
+    assert prefix_norms(np.array([[3.0, 4.0, 12.0]]), [1, 2, 3]).tolist() == [[3.0, 5.0, 13.0]]
+    matrix = np.random.default_rng(1).normal(size=(50, 20)).astype(np.float32)
+    norms = prefix_norms(matrix, [1, 7, 20], chunk_rows=16)
+    for column, width in enumerate([1, 7, 20]):
+        np.testing.assert_allclose(norms[:, column], np.linalg.norm(matrix[:, :width], axis=1), rtol=1e-5)
+    assert prefix_norms(matrix).shape == (50, 20)
+    with pytest.raises(ValueError, match="width=21"):
+        prefix_norms(matrix, [21])
+
+
+def test_rescoring_with_prefix_norms_equals_explicit_renormalisation(searcher, data):
+    corpus, queries = data
+    candidates = np.arange(300)[None, :].repeat(2, axis=0)
+    ids, scores = searcher.rescore(queries[:2], candidates, FunnelStage(24, 300))
+    explicit = renormalised_prefix(queries[:2], 24) @ renormalised_prefix(corpus[:300], 24).T
+    for row in range(2):
+        np.testing.assert_allclose(scores[row], explicit[row][ids[row]], rtol=1e-5, atol=1e-6)
+        assert ids[row].tolist() == np.argsort(-explicit[row], kind="stable").tolist()
+
+
+def test_recall_at_k_on_a_hand_made_case():
+    found = np.array([[1, 2, 3], [4, 5, 6]])
+    exact = np.array([[3, 2, 9], [4, 5, 6]])
+    assert recall_at_k(found, exact) == pytest.approx(5 / 6)
+    assert recall_at_k(np.array([[-1, -1, 9]]), np.array([[9, -1, 7]])) == pytest.approx(1 / 3)
+    assert recall_at_k(found, exact, k=2) == pytest.approx(3 / 4)
+
+
+@pytest.mark.parametrize("index_type", ["flat", "binary"])
+def test_full_width_last_stage_over_the_whole_corpus_equals_exact_search(searcher, data, index_type):
+    corpus, queries = data
+    whole = Funnel((FunnelStage(8, len(corpus), index_type), FunnelStage(64, 10)))
+    exact = searcher.exact_search(queries, 10)
+    result = searcher.search(queries, whole)
+    assert np.array_equal(result.ids, exact.ids)
+    np.testing.assert_allclose(result.scores, exact.scores, atol=1e-5)
+    assert len(result.stage_ms) == 2
+
+
+def test_short_prefix_shortlist_alone_misses_neighbours_that_rescoring_recovers(searcher, data):
+    _, queries = data
+    exact = searcher.exact_search(queries, 10).ids
+    alone = recall_at_k(searcher.search(queries, Funnel((FunnelStage(8, 10),))).ids, exact)
+    reranked = recall_at_k(searcher.search(queries, Funnel((FunnelStage(8, 400), FunnelStage(64, 10)))).ids, exact)
+    assert alone < 0.9
+    assert reranked > alone
+
+
+def test_funnel_validation_and_round_trip():
+    with pytest.raises(ValueError, match="must be 'flat'"):
+        Funnel((FunnelStage(16, 100), FunnelStage(64, 10, "hnsw")))
+    with pytest.raises(ValueError, match="exceeds the 10 rows"):
+        Funnel((FunnelStage(16, 10), FunnelStage(64, 20)))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        FunnelStage(12, 10, "binary")
+    with pytest.raises(ValueError, match="index_type='ivf'"):
+        FunnelStage(12, 10, "ivf")
+    funnel = Funnel((FunnelStage(128, 400, "binary"), FunnelStage(384, 10)))
+    assert Funnel.from_dicts(funnel.to_dicts()) == funnel
+    assert funnel.to_dicts()[0] == {"width": 128, "precision": "binary", "index_type": "binary", "shortlist_size": 400}
+    assert funnel.describe() == "binary 128 -> 400 | 384 -> 10"
+    reference = Funnel.reference(384)
+    assert [(s.width, s.shortlist_size) for s in reference.stages] == [(16, 200), (32, 100), (64, 50), (128, 25), (384, 10)]
+
+
+def test_shortlist_grid_and_binary_search():
+    assert shortlist_grid(10, 120) == [10, 15, 20, 30, 50, 75, 100, 120]
+    grid = shortlist_grid(10, 4000)
+    calls = []
+
+    def recall_of(size):
+        calls.append(size)
+        return min(1.0, size / 300)
+
+    assert _smallest_meeting(grid, recall_of, 0.99)[0] == 300
+    assert len(calls) < len(grid)
+    assert _smallest_meeting(grid, lambda size: 0.5, 0.99) == (None, 0.5)
+
+
+def test_tuner_pick_meets_its_target(searcher, data):
+    corpus, queries = data
+    tuner = FunnelTuner(
+        target_recall=0.95, k=10, first_stage_widths=(8, 16, 32), index_types=("flat", "binary"),
+        latency_query_count=10, finalist_rounds=1,
+    ).fit(searcher, queries)
+    exact = searcher.exact_search(queries, 10).ids
+    assert recall_at_k(searcher.search(queries, tuner.best_).ids, exact) >= 0.95
+    assert len(tuner.best_.stages) <= 4
+    assert sum(row["chosen"] for row in tuner.frontier_) == 1
+    assert any(row["reference"] for row in tuner.frontier_) and any(row["exact"] for row in tuner.frontier_)
+    assert any(row["on_frontier"] for row in tuner.frontier_)
+    chosen = next(row for row in tuner.frontier_ if row["chosen"])
+    assert chosen["meets_target"] and chosen["p50_ms"] == tuner.best_timing_["p50_ms"]
+    # Every explored non-reference candidate was found to meet the target by its binary-searched shortlist.
+    two_stage = [row for row in tuner.frontier_ if len(row["stages"]) == 2 and row["stages"][0]["index_type"] == "flat"]
+    assert {row["stages"][0]["width"] for row in two_stage} == {8, 16, 32}
+    assert all(row["stages"][-1] == {"width": 64, "precision": "fp32", "index_type": "flat", "shortlist_size": 10} for row in two_stage)
+
+
+def test_tuner_rejects_bad_parameters(searcher, data):
+    with pytest.raises(ValueError, match="target_recall=1.5"):
+        FunnelTuner(target_recall=1.5).fit(searcher, data[1])
+    with pytest.raises(ValueError, match="'pq' is not one of"):
+        FunnelTuner(index_types=("pq",)).fit(searcher, data[1])
+
+
+def test_live_query_and_timing(searcher, data):
+    _, queries = data
+    exact = Funnel.exact(64, 10)
+    answer = live_query(searcher, queries[0], exact, k=5, repeats=2)
+    assert answer["funnel_ids"] == answer["exact_ids"] and answer["overlap_at_k"] == 1.0
+    assert len(answer["funnel_ids"]) == 5 and answer["threads"] == 1
+    wide = Funnel((FunnelStage(8, 200), FunnelStage(64, 10)))
+    answer = live_query(searcher, queries[1], wide)
+    assert len(answer["stage_ms"]) == 2 and answer["speedup"] > 0
+    with pytest.raises(ValueError, match="returns only 10"):
+        live_query(searcher, queries[0], wide, k=20)
+    timing = time_funnel(searcher, queries[:5], wide)
+    assert timing["query_count"] == 5 and timing["p95_ms"] >= timing["p50_ms"] > 0
+    assert len(timing["stage_p50_ms"]) == 2
+
+
+def test_searcher_rejects_unnormalised_corpus_and_wide_stages(searcher):
+    with pytest.raises(ValueError, match="L2-normalised"):
+        FunnelSearcher(np.full((3, 4), 2.0, dtype=np.float32))
+    with pytest.raises(ValueError, match="exceeds the corpus width 64"):
+        searcher.prepare(Funnel((FunnelStage(128, 10),)))
+
+
+def test_save_and_load_tuned_funnel(tmp_path, searcher, data):
+    tuner = FunnelTuner(
+        target_recall=0.9, first_stage_widths=(16,), index_types=("flat",), max_stages=2,
+        latency_query_count=5, finalist_rounds=1, include_reference=False,
+    ).fit(searcher, data[1])
+    store = ResultStore(tmp_path / "results.duckdb")
+    run_id = save_tuning(store, tuner, model="synthetic", dataset_fingerprint="abc")
+    rows = store.rows("funnels", run_id)
+    assert len(rows) == len(tuner.frontier_) and rows["chosen"].sum() == 1
+    assert store.get_run(run_id)["kind"] == "funnel"
+    loaded = load_tuned_funnel(store, model="synthetic", dataset_fingerprint="abc", target_recall=0.9, k=10)
+    assert loaded == (tuner.best_, run_id)
+    assert load_tuned_funnel(store, model="synthetic", dataset_fingerprint="abc", target_recall=0.99, k=10) is None
