@@ -120,6 +120,99 @@ def enlarge_corpus(embeddings: np.ndarray, corpus_size: int, *, noise_scale: flo
     return matrix, details
 
 
+def sample_mixture_corpus(
+    base_embeddings: np.ndarray,
+    corpus_size: int,
+    *,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    cluster_count: int = 64,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict]:
+    """Enlarge a corpus with new vectors drawn from a Gaussian mixture fitted to its base embeddings.
+
+    The base (pre-Matryoshka) embeddings are clustered with k-means; each synthetic row picks a cluster
+    in proportion to its size, is drawn from a normal distribution around that cluster's mean with the
+    full within-cluster covariance pooled over clusters, is renormalised, and goes through ``transform``
+    (e.g. a Matryoshka adaptor's), exactly like a real row. Unlike noisy copies of real rows
+    (``enlarge_corpus``), synthetic rows are not near-duplicates of any real row, and since they are
+    drawn in the base space they carry the real embeddings' spectrum and the model's Matryoshka
+    structure. The covariance is pooled (tied) because a cluster of a few rows cannot estimate a full
+    covariance of its own. More clusters give tighter neighbourhoods (as many clusters as rows tends to
+    noisy copies again, with noise shaped like the data); ``experiments/funnel_1m.py`` picks the count
+    whose synthetic rows' nearest-neighbour similarities match the real rows' at equal density.
+
+    Args:
+        base_embeddings: (real_rows, base_width) unit-norm base-model embeddings.
+        corpus_size: rows wanted; at or below the real size a random subset of (transformed) real rows.
+        transform: maps (rows, base_width) unit-norm base vectors to the corpus space (unit-norm rows);
+            None keeps the base space.
+        cluster_count: mixture components, 1..real_rows.
+        seed: random seed for clustering and sampling.
+
+    Returns:
+        (matrix, details): the (corpus_size, width) float32 matrix, real rows first and unchanged apart
+        from ``transform``, and a dict saying how it was made.
+
+    Raises:
+        ValueError: for a non-positive corpus size or a cluster count outside 1..real_rows.
+
+    Example:
+        >>> corpus, details = sample_mixture_corpus(base, 1_000_000, transform=load_adaptor(path).transform)
+    """
+    base_embeddings = np.ascontiguousarray(base_embeddings, dtype=np.float32)
+    real_rows, base_width = base_embeddings.shape
+    if corpus_size < 1:
+        raise ValueError(f"corpus_size={corpus_size}: expected a positive number of rows")
+    if not 1 <= cluster_count <= real_rows:
+        raise ValueError(f"cluster_count={cluster_count}: expected 1..{real_rows} (the number of real rows)")
+    transform = transform or (lambda matrix: matrix)
+    rng = np.random.default_rng(seed)
+    if corpus_size <= real_rows:
+        keep = np.sort(rng.choice(real_rows, corpus_size, replace=False))
+        return np.ascontiguousarray(transform(base_embeddings[keep]), dtype=np.float32), {
+            "enlarged": False, "real_rows": corpus_size, "synthetic_rows": 0, "seed": seed,
+        }
+    # A few rows per cluster is intended (see the docstring), so FAISS's minimum-points warning is off.
+    kmeans = faiss.Kmeans(base_width, cluster_count, niter=20, seed=seed, min_points_per_centroid=1)
+    kmeans.train(base_embeddings)
+    assignment = kmeans.index.search(base_embeddings, 1)[1][:, 0]
+    cluster_sizes = np.bincount(assignment, minlength=cluster_count)
+    means = np.stack([
+        base_embeddings[assignment == cluster].mean(axis=0) if size else kmeans.centroids[cluster]
+        for cluster, size in enumerate(cluster_sizes)
+    ]).astype(np.float64)
+    residuals = base_embeddings.astype(np.float64) - means[assignment]
+    covariance = residuals.T @ residuals / max(1, real_rows - int(np.count_nonzero(cluster_sizes)))
+    # A tiny ridge keeps the Cholesky factor defined when the residuals do not span every direction.
+    ridge = 1e-6 * np.trace(covariance) / base_width
+    factor = np.linalg.cholesky(covariance + ridge * np.eye(base_width)).astype(np.float32)
+    means = means.astype(np.float32)
+    weights = cluster_sizes / real_rows
+
+    real = np.ascontiguousarray(transform(base_embeddings), dtype=np.float32)
+    matrix = np.empty((corpus_size, real.shape[1]), dtype=np.float32)
+    matrix[:real_rows] = real
+    chunk_rows = 65536
+    for start in range(real_rows, corpus_size, chunk_rows):
+        stop = min(start + chunk_rows, corpus_size)
+        clusters = rng.choice(cluster_count, stop - start, p=weights)
+        block = means[clusters] + rng.standard_normal((stop - start, base_width), dtype=np.float32) @ factor.T
+        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+        matrix[start:stop] = transform(block)
+    details = {
+        "enlarged": True,
+        "real_rows": real_rows,
+        "synthetic_rows": corpus_size - real_rows,
+        "cluster_count": cluster_count,
+        "within_cluster_variance": float(np.trace(covariance)),
+        "total_variance": float(base_embeddings.var(axis=0).sum()),
+        "seed": seed,
+        "method": "real rows first; extra rows drawn in the base space from a k-means Gaussian mixture "
+        "(cluster means, pooled full within-cluster covariance), renormalised, then transformed",
+    }
+    return matrix, details
+
+
 def _encode_queries(queries: np.ndarray, index_type: str) -> np.ndarray:
     return np.packbits(queries > 0, axis=1) if index_type == "binary" else queries
 

@@ -8,6 +8,7 @@ from mrl_core.bench import (
     fit_latency,
     project_latency_ms,
     run_bench,
+    sample_mixture_corpus,
 )
 from mrl_core.store import TABLE_COLUMNS, ResultStore
 
@@ -39,6 +40,55 @@ def test_enlarge_corpus_keeps_real_rows_and_unit_norms():
     assert np.median(best) > 0.8
     subset, details = enlarge_corpus(real, 40)
     assert subset.shape == (40, 16) and not details["enlarged"]
+
+
+def two_cluster_base(rows_per_cluster: int = 200, seed: int = 0) -> np.ndarray:
+    """Unit rows in 8-d around e0 (30 %) and e1 (70 %); within a cluster the spread is 0.1 along e2 and
+    0.01 along the other axes, so the pooled covariance is strongly anisotropic."""
+    rng = np.random.default_rng(seed)
+    sizes = (int(0.6 * rows_per_cluster), int(1.4 * rows_per_cluster))
+    parts = []
+    for axis, size in zip((0, 1), sizes):
+        block = rng.normal(size=(size, 8)) * 0.01
+        block[:, 2] = rng.normal(size=size) * 0.1
+        block[:, axis] += 1.0
+        parts.append(block)
+    matrix = np.concatenate(parts).astype(np.float32)
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def test_sample_mixture_corpus_keeps_clusters_and_covariance_and_applies_the_transform():
+    base = two_cluster_base()
+    reverse = lambda matrix: np.ascontiguousarray(matrix[:, ::-1])  # noqa: E731 - an orthogonal "adaptor"
+    corpus, details = sample_mixture_corpus(base, 4400, transform=reverse, cluster_count=2, seed=5)
+    assert corpus.shape == (4400, 8) and corpus.dtype == np.float32
+    assert np.array_equal(corpus[:400], reverse(base))
+    np.testing.assert_allclose(np.linalg.norm(corpus, axis=1), 1.0, rtol=1e-5)
+    assert details["enlarged"] and details["real_rows"] == 400 and details["synthetic_rows"] == 4000
+    synthetic = reverse(corpus[400:])  # back in the base space
+    # Every synthetic row lies by one of the two clusters (e0 at 30 %, e1 at 70 %), none between them.
+    nearest_axis = np.argmax(synthetic[:, :2], axis=1)
+    assert np.all(synthetic[np.arange(4000), nearest_axis] > 0.9)
+    assert np.mean(nearest_axis == 0) == pytest.approx(0.3, abs=0.03)
+    # The within-cluster spread keeps its shape: 0.1 along e2, 0.01 elsewhere.
+    spread = synthetic[nearest_axis == 1].std(axis=0)
+    assert spread[2] == pytest.approx(0.1, rel=0.1) and spread[5] == pytest.approx(0.01, rel=0.2)
+    # New draws from the same distribution: a synthetic row is about as far from its nearest real row as
+    # real rows are from each other (a copy of a real row would give 0, too wide a spread well above 1).
+    real_gaps = np.sqrt(np.maximum(2 - 2 * (base @ base.T - 2 * np.eye(400)).max(axis=1), 0))
+    synthetic_gaps = np.sqrt(np.maximum(2 - 2 * (synthetic @ base.T).max(axis=1), 0))
+    assert 0.8 < np.median(synthetic_gaps) / np.median(real_gaps) < 1.25
+
+
+def test_sample_mixture_corpus_subsets_and_rejects_bad_arguments():
+    base = two_cluster_base(50)
+    subset, details = sample_mixture_corpus(base, 30, cluster_count=2)
+    assert subset.shape == (30, 8) and not details["enlarged"] and details["real_rows"] == 30
+    assert {tuple(row) for row in subset} <= {tuple(row) for row in base}
+    with pytest.raises(ValueError, match="cluster_count=101: expected 1..100"):
+        sample_mixture_corpus(base, 500, cluster_count=101)
+    with pytest.raises(ValueError, match="corpus_size=0"):
+        sample_mixture_corpus(base, 0)
 
 
 def test_run_bench_rows_have_every_field_and_measured_bytes(tmp_path):
