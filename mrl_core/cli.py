@@ -204,6 +204,8 @@ def _cmd_funnel(args: argparse.Namespace) -> int:
 
     dataset = load_dataset(args.data)
     embeddings = embed_dataset(dataset, args.model, StderrProgress("encoding"))
+    # Encode first: a model that cannot encode text should fail before minutes of tuning.
+    query_vector = encode_query(args.model, args.query)
     store = _store(args)
     searcher = FunnelSearcher(embeddings.corpus)
     found = None if args.retune else load_tuned_funnel(
@@ -222,7 +224,7 @@ def _cmd_funnel(args: argparse.Namespace) -> int:
             dataset_fingerprint=dataset.fingerprint,
         )
         funnel = tuner.best_
-    answer = live_query(searcher, encode_query(args.model, args.query), funnel, k=args.k)
+    answer = live_query(searcher, query_vector, funnel, k=args.k)
 
     def hits(ids: list[int], scores: list[float]) -> list[dict]:
         return [
