@@ -270,6 +270,40 @@ def _cmd_funnel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mrl_core.data import load_dataset, split_pairs
+    from mrl_core.train import run_training
+
+    dataset = load_dataset(args.data)
+    if not dataset.train_pairs and dataset.has_labels:
+        # A pairs table: hold out a fixed share of its queries for evaluation, train on the rest.
+        dataset = split_pairs(dataset)
+    params = {"epochs": args.epochs, "learning_rate": args.learning_rate, "overwrite": args.overwrite}
+    if args.mode == "full":
+        params["batch_size"] = args.batch_size
+    run_id, summary = run_training(
+        dataset,
+        args.model,
+        mode=args.mode,
+        dims=args.dims,
+        out=args.out,
+        store=_store(args),
+        progress=StderrProgress("training"),
+        **{key: value for key, value in params.items() if value is not None},
+    )
+    scores = ", ".join(f"{width}: {ndcg:.4f}" for width, ndcg in summary["trained_ndcg_at_10"].items())
+    _emit(args, {"run_id": run_id, "out": args.out, "summary": summary}, f"run {run_id}: saved {args.out}; nDCG@10 {scores}")
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    runs = _store(args).list_runs(args.kind)
+    columns = ["run_id", "kind", "status", "model", "dataset", "corpus_size", "started_at", "finished_at"]
+    records = runs[columns].to_dict(orient="records")
+    _emit(args, {"runs": records}, runs[columns].to_string(index=False) if len(runs) else "no runs")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mrl_core", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -321,6 +355,22 @@ def build_parser() -> argparse.ArgumentParser:
     funnel.add_argument("--k", type=int, default=10, help="results")
     funnel.add_argument("--retune", action="store_true", help="tune again even if the store holds a tuned funnel")
     funnel.set_defaults(handler=_cmd_funnel)
+
+    train = commands.add_parser("train", help="make an encoder Matryoshka (full fine-tune) or fit a Matryoshka adaptor")
+    _add_common(train)
+    train.add_argument("--mode", choices=["full", "adaptor"], default="adaptor")
+    train.add_argument("--dims", type=_int_list, default=[384, 256, 128, 64, 32, 16, 8])
+    train.add_argument("--epochs", type=int, default=None, help="default: 1 for full, 4 for adaptor")
+    train.add_argument("--batch-size", type=int, default=32, help="full mode: pairs per batch (in-batch negatives)")
+    train.add_argument("--learning-rate", type=float, default=None, help="default: 2e-5 for full, 1e-3 for adaptor")
+    train.add_argument("--out", required=True, help="output folder (full) or .npz file (adaptor)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    train.set_defaults(handler=_cmd_train)
+
+    runs = commands.add_parser("runs", help="list the runs in the store")
+    _add_common(runs, data=False, model=False)
+    runs.add_argument("--kind", choices=["evaluate", "train", "bench", "funnel"], default=None)
+    runs.set_defaults(handler=_cmd_runs)
 
     return parser
 
