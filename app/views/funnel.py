@@ -1,0 +1,202 @@
+"""Funnel: type a query and watch adaptive retrieval against exact full-width search.
+
+A short prefix shortlists the corpus, wider prefixes of the same stored vectors rerank the shortlist.
+The funnel is tuned automatically for a target recall (and stored), or its stages are edited by hand.
+"""
+
+import pandas as pd
+import streamlit as st
+
+from app.widgets import (
+    dataset_embeddings,
+    dataset_source_picker,
+    funnel_searcher,
+    model_picker,
+    progress_bar,
+    results_store,
+    show_figure,
+)
+from mrl_core.data import DatasetError
+from mrl_core.figures import funnel_stage_times
+from mrl_core.funnel import (
+    STAGE_INDEX_TYPES,
+    Funnel,
+    FunnelTuner,
+    encode_query,
+    live_query,
+    load_tuned_funnel,
+    save_tuning,
+)
+from mrl_core.store import StoreError
+
+# Sample queries the tuner measures recall on (it times latency on the first 50 of them).
+TUNING_QUERY_COUNT = 200
+
+st.title("Funnel: adaptive retrieval, live")
+st.caption(
+    "Stage 1 searches the whole corpus with a short prefix; each later stage rescores the shortlist with a "
+    "wider prefix of the same stored vectors. Results are compared with exact full-width search."
+)
+store = results_store()
+
+dataset = dataset_source_picker("funnel")
+if dataset is None:
+    st.stop()
+model = model_picker(store, dataset, key="funnel_model")
+try:
+    embeddings = dataset_embeddings(dataset, model)
+    searcher = funnel_searcher(dataset, model)
+except (DatasetError, ValueError, OSError) as error:
+    st.error(str(error))
+    st.stop()
+
+left, middle, right = st.columns([2, 1, 1])
+with left:
+    mode = st.segmented_control(
+        "Funnel", ["auto", "manual"], default="auto", required=True, key="funnel_mode",
+        format_func={"auto": "Auto-tuned for a target recall", "manual": "Stages edited by hand"}.get,
+    )
+with middle:
+    target_recall = st.number_input(
+        "Target recall@k", 0.5, 1.0, value=0.99, step=0.01, format="%.2f", key="funnel_target"
+    )
+with right:
+    k = int(st.number_input("Results (k)", 1, 100, value=10, step=1, key="funnel_k"))
+
+tuned = load_tuned_funnel(
+    store, model=model, dataset_fingerprint=dataset.fingerprint, target_recall=float(target_recall), k=k
+)
+if mode == "auto":
+    if tuned is None:
+        st.info(
+            f"No funnel tuned yet for {dataset.name}, this model, recall {target_recall:.2f} and k={k}. Tuning times "
+            "every candidate funnel on this machine."
+        )
+        if st.button("Tune the funnel", type="primary", key="funnel_tune", icon=":material/tune:"):
+            sample = embeddings.queries if len(embeddings.queries) else embeddings.corpus
+            with st.status("Tuning the funnel…", expanded=True) as status:
+                try:
+                    tuner = FunnelTuner(float(target_recall), k).fit(
+                        searcher, sample[:TUNING_QUERY_COUNT], progress=progress_bar("Timing candidate funnels")
+                    )
+                    run_id = save_tuning(
+                        store, tuner, model=model, model_fingerprint=embeddings.model_fingerprint,
+                        dataset=dataset.name, dataset_fingerprint=dataset.fingerprint,
+                    )
+                except (ValueError, StoreError) as error:
+                    status.update(label="Tuning failed", state="error")
+                    st.error(str(error))
+                    st.stop()
+                status.update(label=f"Tuned and stored as run #{run_id}", state="complete", expanded=False)
+            st.rerun()
+        st.stop()
+    funnel, tuned_run = tuned
+    summary = store.get_run(tuned_run)["summary"] or {}
+    st.markdown(
+        f"**Tuned funnel** (run #{tuned_run}): `{funnel.describe()}` — measured recall@{k} "
+        f"{summary.get('recall_at_10', float('nan')):.3f}, p50 {summary.get('p50_ms', float('nan')):.3f} ms against "
+        f"{summary.get('exact_p50_ms', float('nan')):.3f} ms exact."
+    )
+    with st.expander("Every funnel the tuner measured"):
+        frontier = store.rows("funnels", tuned_run)
+        frontier = frontier.assign(
+            funnel=frontier["details"].map(lambda details: details["description"]),
+            meets_target=frontier["details"].map(lambda details: details["meets_target"]),
+        )
+        st.dataframe(
+            frontier[["funnel", "recall_at_10", "p50_ms", "p95_ms", "speedup", "meets_target", "on_frontier", "chosen"]]
+            .sort_values("p50_ms"),
+            hide_index=True,
+            column_config={
+                "recall_at_10": st.column_config.NumberColumn("recall@k", format="%.3f"),
+                "p50_ms": st.column_config.NumberColumn("p50 (ms)", format="%.3f"),
+                "p95_ms": st.column_config.NumberColumn("p95 (ms)", format="%.3f"),
+                "speedup": st.column_config.NumberColumn("speedup", format="%.2f×"),
+            },
+        )
+else:
+    start = tuned[0] if tuned else Funnel.reference(searcher.width, k)
+    st.caption(
+        "Stage 1 may be flat, binary or hnsw; later stages rescore in fp32 and must be flat. Add or delete rows."
+    )
+    edited = st.data_editor(
+        pd.DataFrame(start.to_dicts())[["width", "shortlist_size", "index_type"]],
+        num_rows="dynamic",
+        key="funnel_stages",
+        column_config={
+            "width": st.column_config.NumberColumn(
+                "Width", min_value=1, max_value=searcher.width, step=1, required=True
+            ),
+            "shortlist_size": st.column_config.NumberColumn("Keep (shortlist)", min_value=1, step=1, required=True),
+            "index_type": st.column_config.SelectboxColumn("Index", options=list(STAGE_INDEX_TYPES), required=True),
+        },
+    )
+    try:
+        funnel = Funnel.from_dicts(edited.dropna().to_dict("records"))
+        if funnel.k < k:
+            raise ValueError(f"the last stage keeps {funnel.k} rows; it must keep at least k={k}")
+    except (ValueError, KeyError, TypeError) as error:
+        st.error(f"These stages do not make a funnel: {error}")
+        st.stop()
+
+if dataset.is_precomputed:
+    if len(embeddings.queries) == 0:
+        st.warning("This dataset has document vectors only; upload query vectors to search with.")
+        st.stop()
+    row = st.selectbox(
+        "Query (from the dataset's query vectors)", range(len(embeddings.queries)),
+        format_func=lambda position: dataset.query_ids[position], key="funnel_query_row",
+    )
+    query_vector = embeddings.queries[row]
+else:
+    default_query = dataset.query_texts[0] if dataset.query_texts else ""
+    query_text = st.text_input("Query", value=default_query, key="funnel_query")
+    if not query_text.strip():
+        st.info("Type a query.")
+        st.stop()
+    try:
+        query_vector = encode_query(model, query_text)
+    except ValueError as error:
+        st.error(str(error))
+        st.stop()
+
+try:
+    result = live_query(searcher, query_vector, funnel, k=k)
+except ValueError as error:
+    st.error(str(error))
+    st.stop()
+
+columns = st.columns(4)
+columns[0].metric("Funnel", f"{result['funnel_ms']:.3f} ms")
+columns[1].metric("Exact full width", f"{result['exact_ms']:.3f} ms")
+columns[2].metric("Speedup", "—" if result["speedup"] is None else f"{result['speedup']:.2f}×")
+columns[3].metric(f"Overlap@{k}", f"{result['overlap_at_k']:.0%}")
+show_figure(funnel_stage_times(result), key="funnel_times")
+st.caption(f"Median of 5 runs each, one query, {searcher.corpus_size:,} documents at full width {searcher.width}.")
+
+
+def result_frame(ids: list[int], scores: list[float], other_ids: list[int]) -> pd.DataFrame:
+    """One ranked list as a table: document, score, whether the other list has it too, and its text."""
+    frame = pd.DataFrame(
+        {
+            "rank": range(1, len(ids) + 1),
+            "document": [dataset.corpus_ids[i] if i >= 0 else "—" for i in ids],
+            "score": scores,
+            "in both": [i in other_ids for i in ids],
+        }
+    )
+    if dataset.corpus_texts:
+        frame["text"] = [dataset.corpus_texts[i][:160] if i >= 0 else "" for i in ids]
+    return frame
+
+
+funnel_column, exact_column = st.columns(2)
+score_format = {"score": st.column_config.NumberColumn("score", format="%.4f")}
+with funnel_column:
+    st.markdown(f"**Funnel** `{funnel.describe()}`")
+    st.dataframe(result_frame(result["funnel_ids"], result["funnel_scores"], result["exact_ids"]), hide_index=True,
+                 column_config=score_format, key="funnel_results")
+with exact_column:
+    st.markdown(f"**Exact search** at {searcher.width} dims")
+    st.dataframe(result_frame(result["exact_ids"], result["exact_scores"], result["funnel_ids"]), hide_index=True,
+                 column_config=score_format, key="exact_results")

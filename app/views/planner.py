@@ -1,0 +1,169 @@
+"""Planner: set corpus size, storage, latency and quality targets; get the cheapest configuration that meets them.
+
+Storage comes from the cost model, latency from benchmarks measured on this machine, quality from evaluations
+of your data; the page shows why every other candidate fails, the Pareto front, and exports the pick.
+"""
+
+import json
+
+import streamlit as st
+
+from app.widgets import (
+    CORPUS_SIZES,
+    METRIC_LABELS,
+    candidates_table,
+    ensure_first_start,
+    evaluated_pairs,
+    format_count,
+    model_full_width,
+    model_label,
+    recommendation_card,
+    results_store,
+    show_figure,
+)
+from mrl_core.cost import VENDORS
+from mrl_core.export import export_all
+from mrl_core.figures import capacity_projection, pareto_chart, quality_vs_width
+from mrl_core.planner import WidthPlanner
+from mrl_core.store import StoreError
+
+st.title("Plan capacity")
+store = results_store()
+ensure_first_start(store)
+
+pairs = evaluated_pairs(store)
+if not pairs:
+    st.warning("The store holds no finished evaluation yet; run one on the Evaluate page.")
+    st.stop()
+
+with st.container(border=True):
+    st.markdown("**Targets**")
+    first_row = st.columns([3, 2, 2])
+    with first_row[0]:
+        corpus_size = st.select_slider(
+            "Corpus size (vectors)", CORPUS_SIZES, value=1_000_000, format_func=format_count, key="planner_corpus_size"
+        )
+    with first_row[1]:
+        max_storage_gb = st.number_input(
+            "Storage budget (GB, all replicas)", min_value=0.001, value=1.0, step=0.25, format="%.3f",
+            key="planner_storage_gb",
+        )
+    with first_row[2]:
+        max_p95_ms = st.number_input("p95 latency (ms)", min_value=0.01, value=20.0, step=1.0, key="planner_p95_ms")
+    second_row = st.columns([2, 1, 1, 1, 2])
+    with second_row[0]:
+        floor_kind = st.segmented_control(
+            "Quality floor", ["retention", "ndcg"], default="retention", required=True, key="planner_floor_kind",
+            format_func={"retention": "% of full width", "ndcg": "nDCG@10"}.get,
+        )
+    with second_row[1]:
+        if floor_kind == "retention":
+            floor = st.number_input("Keep at least (%)", 0.0, 100.0, value=95.0, step=1.0, key="planner_floor_pct")
+        else:
+            floor = st.number_input(
+                "nDCG@10 at least", 0.0, 1.0, value=0.5, step=0.01, format="%.3f", key="planner_floor_ndcg"
+            )
+    with second_row[2]:
+        replicas = st.number_input("Replicas", min_value=1, max_value=64, value=1, step=1, key="planner_replicas")
+    with second_row[3]:
+        vendor = st.selectbox("Vendor", VENDORS, key="planner_vendor")
+    with second_row[4]:
+        pair_labels = {pair: f"{pair[1]} · {pair[2]}" for pair in pairs}
+        quality_pair = st.selectbox(
+            "Quality measured on", list(pair_labels), format_func=pair_labels.get, key="planner_quality_pair"
+        )
+
+dataset_fingerprint, dataset_name, model = quality_pair
+planner = WidthPlanner(
+    int(corpus_size),
+    max_storage_gb=float(max_storage_gb),
+    max_p95_ms=float(max_p95_ms),
+    min_ndcg=float(floor) if floor_kind == "ndcg" else None,
+    min_retention=float(floor) / 100 if floor_kind == "retention" else None,
+    replicas=int(replicas),
+    vendor=vendor,
+)
+try:
+    planner.fit(store, dataset_fingerprint=dataset_fingerprint, model=model)
+except (ValueError, StoreError) as error:
+    st.error(str(error))
+    st.stop()
+
+recommendation_card(planner)
+
+st.subheader("Why not the others")
+candidates_table(planner.candidates_[~planner.candidates_["feasible"]], key="planner_rejected")
+
+pareto_tab, curves_tab, projection_tab, export_tab = st.tabs(
+    ["Pareto front", "Quality vs width", "Growth with corpus size", "Export"]
+)
+with pareto_tab:
+    recommended_label = planner.recommendation_["label"] if planner.recommendation_ else None
+    try:
+        show_figure(pareto_chart(planner.candidates_, planner.targets(), recommended_label), key="planner_pareto")
+    except ValueError as error:
+        # Label-free evaluations measure fidelity only, so there is no quality axis to draw.
+        st.info(str(error))
+    st.caption(
+        f"Every candidate at {format_count(corpus_size)} vectors: storage against nDCG@10, p95 latency as colour. "
+        "Filled points meet every target, open ones miss at least one; the shaded box meets the storage and quality "
+        "targets; the line joins the Pareto-optimal candidates and the star is the recommendation."
+    )
+with curves_tab:
+    results = store.results()
+    results = results[(results["dataset_fingerprint"] == dataset_fingerprint) & (results["status"] == "finished")]
+    metric = "ndcg_at_10" if results["ndcg_at_10"].notna().any() else "fidelity_at_10"
+    curves = results[results["precision"] == "fp32"]
+    # One label per model: the newest evaluation of each, so base, PCA and MRL-trained curves share the chart.
+    curves = curves.sort_values("run_id").drop_duplicates(["model", "method", "width"], keep="last")
+    curves = curves.assign(label=curves["model"].map(model_label))
+    show_figure(quality_vs_width(curves, metric), key="planner_curves")
+    st.caption(f"{METRIC_LABELS[metric]} at fp32 on {dataset_name}, every evaluated model and method.")
+with projection_tab:
+    if planner.recommendation_ is None:
+        st.info("No configuration meets the targets, so there is nothing to project.")
+    else:
+        candidates = planner.candidates_
+        full_width_flat = candidates[
+            (candidates["kind"] == "single") & (candidates["method"] == "prefix") & (candidates["precision"] == "fp32")
+            & (candidates["index_type"] == "flat")
+        ].sort_values("width")
+        compared = [planner.recommendation_]
+        if not full_width_flat.empty and full_width_flat.iloc[-1]["label"] != planner.recommendation_["label"]:
+            compared.append(full_width_flat.iloc[-1].to_dict())
+        show_figure(
+            capacity_projection(
+                compared, store.rows("latency"), store.rows("funnels"), CORPUS_SIZES, vendor=vendor,
+                replicas=int(replicas),
+            ),
+            key="planner_projection",
+        )
+        st.caption(
+            "The recommendation against full-width fp32 exact search. Storage from the cost model; latency "
+            "measured on this machine at the marked sizes and projected elsewhere (dashed)."
+        )
+with export_tab:
+    if planner.recommendation_ is None:
+        st.info("No configuration meets the targets, so there is nothing to export.")
+    else:
+        chosen = planner.recommendation_
+        full_width = model_full_width(model, store, dataset_fingerprint)
+        exports = export_all(chosen, full_width, corpus_size=int(corpus_size))
+        factory, qdrant = exports["faiss"], exports["qdrant"]
+        left, middle, right = st.columns(3)
+        left.download_button(
+            "Configuration (JSON)", json.dumps(exports["json"], indent=2), file_name="mrl_config.json",
+            mime="application/json", icon=":material/download:", key="planner_export_json",
+        )
+        middle.download_button(
+            "FAISS factory string", factory["factory_string"] + "\n", file_name="faiss_factory.txt", mime="text/plain",
+            icon=":material/download:", key="planner_export_faiss",
+        )
+        right.download_button(
+            "Qdrant collection + query", json.dumps(qdrant, indent=2), file_name="qdrant.json",
+            mime="application/json", icon=":material/download:", key="planner_export_qdrant",
+        )
+        st.markdown(f"**FAISS**: `{factory['factory']}({factory['dimension']}, \"{factory['factory_string']}\")` "
+                    f"on {factory['input']}.")
+        st.markdown("**Qdrant** collection and Query API request:")
+        st.code(json.dumps(qdrant, indent=2), language="json", height=320)

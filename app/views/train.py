@@ -1,0 +1,120 @@
+"""Train: make an encoder Matryoshka, or fit a Matryoshka adaptor on frozen embeddings, then compare curves.
+
+Pick training pairs (the built-in data or an upload), the mode, the widths to train for and the epochs.
+When training ends the held-out queries are evaluated before and after, and both curves are drawn.
+"""
+
+from datetime import datetime
+
+import streamlit as st
+
+from app.widgets import (
+    dataset_source_picker,
+    dataset_summary,
+    full_width_of,
+    metric_picker,
+    model_label,
+    model_picker,
+    progress_bar,
+    results_store,
+    show_figure,
+    shown_run,
+    width_choices,
+)
+from mrl_core.data import DatasetError, split_pairs
+from mrl_core.figures import quality_vs_width
+from mrl_core.paths import cache_dir
+from mrl_core.store import StoreError
+from mrl_core.train import run_training
+
+st.title("Train a Matryoshka model")
+st.caption(
+    "Full mode fine-tunes the encoder with sentence-transformers' MatryoshkaLoss (minutes per epoch on a CPU); "
+    "adaptor mode trains a small network on top of frozen embeddings, for encoders you cannot fine-tune."
+)
+store = results_store()
+
+dataset = dataset_source_picker(
+    "train",
+    help_upload="A pairs table (query, positive), or a BEIR zip with qrels/train.tsv, or embeddings for an adaptor.",
+)
+if dataset is None:
+    st.stop()
+if not dataset.train_pairs and not dataset.is_precomputed:
+    # A pairs table arrives as evaluation queries only; hold some out and train on the rest.
+    try:
+        dataset = split_pairs(dataset)
+    except (DatasetError, ValueError) as error:
+        st.error(str(error))
+        st.stop()
+dataset_summary(dataset)
+
+left, right = st.columns(2)
+with left:
+    base_model = model_picker(store, dataset, key="train_model", label="Start from")
+with right:
+    modes = ["adaptor"] if dataset.is_precomputed else ["full", "adaptor"]
+    mode = st.segmented_control(
+        "Mode", modes, default=modes[0], required=True, key="train_mode",
+        format_func={"full": "Full fine-tune", "adaptor": "Adaptor on frozen embeddings"}.get,
+    )
+try:
+    full_width = full_width_of(dataset, base_model)
+except (ValueError, OSError) as error:
+    st.error(str(error))
+    st.stop()
+
+left, right = st.columns([3, 1])
+with left:
+    options = width_choices(full_width)
+    dims = st.multiselect("Widths to train for", options, default=options, key="train_dims")
+with right:
+    epochs = int(st.number_input("Epochs", 1, 50, value=1 if mode == "full" else 4, step=1, key=f"train_epochs_{mode}"))
+# A full fine-tune saves a model folder, an adaptor a single .npz file.
+default_name = f"{dataset.name.replace(':', '-')}-{mode}-{datetime.now():%Y%m%d-%H%M%S}"
+if mode == "adaptor":
+    default_name += ".npz"
+out = st.text_input("Save to", value=str(cache_dir() / "models" / default_name), key=f"train_out_{mode}")
+
+if st.button("Train", type="primary", key="train_run", icon=":material/model_training:"):
+    with st.status(f"Training ({mode}) on {len(dataset.train_pairs):,} pairs…", expanded=True) as status:
+        try:
+            train_run, summary = run_training(
+                dataset, base_model, mode=mode, dims=sorted(dims, reverse=True), out=out, store=store,
+                epochs=epochs, progress=progress_bar("Training (then evaluating before and after)"),
+            )
+        except (DatasetError, ValueError, StoreError, OSError) as error:
+            status.update(label="Training failed", state="error")
+            st.error(str(error))
+            st.stop()
+        status.update(
+            label=f"Trained in {summary['train_time_s']:.0f} s and saved to {out}", state="complete", expanded=False
+        )
+    st.session_state["train_last_run"] = train_run
+    st.toast(f"Training run #{train_run} stored; the trained model is now offered in every model picker.")
+    # Rerun so every picker on this page lists the new model.
+    st.rerun()
+
+train_run = shown_run(store, "train_last_run", "train", dataset)
+if train_run is None:
+    st.info("No model trained on this data yet.")
+    st.stop()
+
+run = store.get_run(train_run)
+summary = run["summary"]
+before_run, after_run = summary["base_evaluation_run_id"], summary["trained_evaluation_run_id"]
+results = store.results([before_run, after_run])
+# The base evaluation may hold more cells (PCA, other precisions); compare like with like.
+results = results[(results["method"] == "prefix") & (results["precision"] == "fp32")]
+names = {before_run: f"before: {model_label(run['model'])}", after_run: f"after: {model_label(run['params']['out'])}"}
+results = results.assign(label=results["run_id"].map(names))
+if results["run_id"].nunique() < 2:
+    st.info(f"Training run #{train_run}'s evaluations #{before_run} and #{after_run} are no longer both in the store.")
+    st.stop()
+st.subheader(f"Held-out quality before and after training (run #{train_run}, {run['params']['mode']})")
+metric = metric_picker(results, key="train_metric")
+show_figure(quality_vs_width(results, metric), key="train_chart")
+st.caption(
+    f"Final training loss {summary.get('final_loss', float('nan')):.4f}; evaluation runs #{before_run} (before) "
+    f"and #{after_run} (after), prefix method at fp32."
+)
