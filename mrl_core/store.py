@@ -303,7 +303,7 @@ class ResultStore:
                 return self._query(sql + " WHERE false")
             sql += f" WHERE run_id IN ({', '.join('?' * len(ids))})"
             parameters = ids
-        return self._query(sql + " ORDER BY run_id", parameters)
+        return self._query(sql + " ORDER BY run_id, t.rowid", parameters)
 
     def results(self, run_ids: int | list[int] | None = None) -> pd.DataFrame:
         """Per-width evaluation rows of the given runs (all runs when None)."""
