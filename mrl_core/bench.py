@@ -19,14 +19,16 @@ import numpy as np
 import pandas as pd
 
 from mrl_core.cost import index_bytes_per_vector
+from mrl_core.evaluate import RESCORE_MULTIPLIER, rescore_shortlist
 from mrl_core.funnel import renormalised_prefix, search_threads
 
 BenchIndexType = Literal["flat", "binary", "hnsw"]
 BENCH_INDEX_TYPES: tuple[str, ...] = get_args(BenchIndexType)
-BenchPrecision = Literal["fp32", "fp16", "int8", "binary"]
+BenchPrecision = Literal["fp32", "fp16", "int8", "binary", "binary+rescore"]
 BENCH_PRECISIONS: tuple[str, ...] = get_args(BenchPrecision)
-SUPPORTED = {"flat": ("fp32", "fp16", "int8"), "binary": ("binary",), "hnsw": ("fp32",)}
-"""Which precisions each index type holds: flat scans of fp32/fp16/SQ8 codes, a bit scan, HNSW over fp32."""
+SUPPORTED = {"flat": ("fp32", "fp16", "int8"), "binary": ("binary", "binary+rescore"), "hnsw": ("fp32",)}
+"""Which precisions each index type holds: flat scans of fp32/fp16/SQ8 codes, a bit scan (alone, or with its
+shortlist of ``RESCORE_MULTIPLIER`` x k rescored by the float query against the same bits), HNSW over fp32."""
 FitForm = Literal["linear", "log"]
 Metric = Literal["p50_ms", "p95_ms"]
 
@@ -49,7 +51,7 @@ def bench_configs(index_types: Sequence[str], precisions: Sequence[str]) -> list
 
 
 def build_index(prefix: np.ndarray, index_type: str, precision: str, *, hnsw_m: int = 32, hnsw_ef_construction: int = 80):
-    """A FAISS index over renormalised prefix rows (inner product; Hamming over sign bits for binary)."""
+    """A FAISS index over renormalised prefix rows (inner product; Hamming over sign bits for both binary precisions)."""
     width = prefix.shape[1]
     if precision not in SUPPORTED.get(index_type, ()):
         raise ValueError(f"index_type={index_type!r} with precision={precision!r}: supported pairs are {SUPPORTED}")
@@ -213,23 +215,52 @@ def sample_mixture_corpus(
     return matrix, details
 
 
-def _encode_queries(queries: np.ndarray, index_type: str) -> np.ndarray:
-    return np.packbits(queries > 0, axis=1) if index_type == "binary" else queries
+def binary_codes(index) -> np.ndarray:
+    """The (vectors, width/8) uint8 sign bits a binary index holds, copied out of it."""
+    return faiss.vector_to_array(index.xb).reshape(index.ntotal, index.code_size)
 
 
-def _search(index, queries: np.ndarray, k: int, index_type: str, hnsw_ef_search: int):
+def index_searcher(index, index_type: str, precision: str, *, k: int = 10, hnsw_ef_search: int = 64):
+    """A function ``search(query_codes, query_floats) -> ids`` running one search on ``index`` as the bench times it.
+
+    ``query_codes`` are what the index compares (sign bits for a binary index, the float prefixes
+    otherwise); ``query_floats`` are the renormalised float prefixes, which only ``binary+rescore`` reads:
+    it takes a Hamming shortlist of ``RESCORE_MULTIPLIER`` x k and reranks it with
+    ``mrl_core.evaluate.rescore_shortlist`` against the index's own bits, as the evaluation does.
+
+    Raises:
+        ValueError: for an (index_type, precision) pair outside ``SUPPORTED``.
+    """
+    if precision not in SUPPORTED.get(index_type, ()):
+        raise ValueError(f"index_type={index_type!r} with precision={precision!r}: supported pairs are {SUPPORTED}")
+    if precision == "binary+rescore":
+        corpus_codes = binary_codes(index)
+        shortlist_size = RESCORE_MULTIPLIER * k
+
+        def search(query_codes: np.ndarray, query_floats: np.ndarray) -> np.ndarray:
+            _, shortlist = index.search(query_codes, shortlist_size)
+            return rescore_shortlist(shortlist, corpus_codes, query_floats, k)
+
+        return search
     if index_type == "hnsw":
-        return index.search(queries, k, params=faiss.SearchParametersHNSW(efSearch=max(hnsw_ef_search, k)))
-    return index.search(queries, k)
+        params = faiss.SearchParametersHNSW(efSearch=max(hnsw_ef_search, k))
+        return lambda query_codes, query_floats: index.search(query_codes, k, params=params)[1]
+    return lambda query_codes, query_floats: index.search(query_codes, k)[1]
 
 
-def time_index(index, queries: np.ndarray, index_type: str, *, k: int = 10, batch_size: int = 64, hnsw_ef_search: int = 64) -> dict:
+def time_index(
+    index, queries: np.ndarray, index_type: str, precision: str, *, k: int = 10, batch_size: int = 64, hnsw_ef_search: int = 64
+) -> dict:
     """Single-query p50/p95 (one query per call) and batched throughput of one index.
+
+    Query encoding (sign bits for a binary index) happens before the clock starts; ``binary+rescore``'s
+    rescoring is inside it.
 
     Args:
         index: a FAISS index built by ``build_index``.
         queries: (queries, width) renormalised float32 prefixes (binary indexes take their sign bits).
         index_type: 'flat', 'binary' or 'hnsw'.
+        precision: of ``SUPPORTED[index_type]``.
         k: results per query.
         batch_size: queries per call in the throughput run; it covers at least two batches.
         hnsw_ef_search: HNSW search-time candidate list length.
@@ -237,18 +268,21 @@ def time_index(index, queries: np.ndarray, index_type: str, *, k: int = 10, batc
     Returns:
         {"p50_ms", "p95_ms", "queries_per_s", "query_count", "throughput_query_count"}.
     """
-    codes = _encode_queries(np.ascontiguousarray(queries, dtype=np.float32), index_type)
-    _search(index, codes[:1], k, index_type, hnsw_ef_search)
+    search = index_searcher(index, index_type, precision, k=k, hnsw_ef_search=hnsw_ef_search)
+    floats = np.ascontiguousarray(queries, dtype=np.float32)
+    codes = np.packbits(floats > 0, axis=1) if index_type == "binary" else floats
+    search(codes[:1], floats[:1])
     single_ms = []
     for row in range(len(codes)):
         start = time.perf_counter()
-        _search(index, codes[row : row + 1], k, index_type, hnsw_ef_search)
+        search(codes[row : row + 1], floats[row : row + 1])
         single_ms.append((time.perf_counter() - start) * 1000)
     batch_count = max(2, math.ceil(len(codes) / batch_size))
-    batches = [np.take(codes, np.arange(b * batch_size, (b + 1) * batch_size) % len(codes), axis=0) for b in range(batch_count)]
+    batch_rows = [np.arange(b * batch_size, (b + 1) * batch_size) % len(codes) for b in range(batch_count)]
+    batches = [(np.take(codes, rows, axis=0), np.take(floats, rows, axis=0)) for rows in batch_rows]
     start = time.perf_counter()
-    for batch in batches:
-        _search(index, batch, k, index_type, hnsw_ef_search)
+    for batch_codes, batch_floats in batches:
+        search(batch_codes, batch_floats)
     elapsed_s = time.perf_counter() - start
     return {
         "p50_ms": float(np.percentile(single_ms, 50)),
@@ -353,7 +387,7 @@ def run_bench(
                     done += 1
                     reason = None
                     if index_type == "binary" and width % 8:
-                        reason = f"binary {width}: not a multiple of 8 bits"
+                        reason = f"{precision} {width}: not a multiple of 8 bits"
                     elif index_type == "hnsw" and corpus_size > hnsw_max_corpus_size:
                         reason = f"hnsw {width} at {corpus_size}: above hnsw_max_corpus_size={hnsw_max_corpus_size}"
                     if reason:
@@ -393,7 +427,7 @@ def _bench_one(prefix, query_prefix, index_type, precision, *, k, batch_size, hn
     start = time.perf_counter()
     index = build_index(prefix, index_type, precision, hnsw_m=hnsw_m, hnsw_ef_construction=hnsw_ef_construction)
     build_s = time.perf_counter() - start
-    timing = time_index(index, query_prefix, index_type, k=k, batch_size=batch_size, hnsw_ef_search=hnsw_ef_search)
+    timing = time_index(index, query_prefix, index_type, precision, k=k, batch_size=batch_size, hnsw_ef_search=hnsw_ef_search)
     bytes_per_vector = measured_bytes_per_vector(index)
     del index
     return {
@@ -417,6 +451,8 @@ def _bench_one(prefix, query_prefix, index_type, precision, *, k, batch_size, hn
             throughput_query_count=timing["throughput_query_count"],
             bytes_measured_by="len(faiss.serialize_index) / ntotal",
             **({"hnsw_m": hnsw_m, "hnsw_ef_search": hnsw_ef_search, "hnsw_ef_construction": hnsw_ef_construction} if index_type == "hnsw" else {}),
+            # The rescore reads the index's own bits, so it adds time but no bytes.
+            **({"rescore_shortlist_size": RESCORE_MULTIPLIER * k} if precision == "binary+rescore" else {}),
         ),
     }
 

@@ -10,6 +10,7 @@ import json
 import sys
 import time
 
+from mrl_core.bench import BENCH_PRECISIONS
 from mrl_core.paths import default_store_path
 
 
@@ -177,7 +178,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     lines = [f"run {result.run_id}: {dataset.name}, model {args.model}"]
     for row in result.rows:
         lines.append(
-            f"  {row['index_type']:>6} {row['precision']:<6} {row['width']:>4} n={row['corpus_size']:>9,}: "
+            f"  {row['index_type']:>6} {row['precision']:<14} {row['width']:>4} n={row['corpus_size']:>9,}: "
             f"p50 {row['p50_ms']:.3f} ms, p95 {row['p95_ms']:.3f} ms, {row['queries_per_s']:,.0f} q/s "
             f"(batch {row['batch_size']}), {row['bytes_per_vector']:.1f} B/vector "
             f"(formula {row['formula_bytes_per_vector']:.1f})"
@@ -341,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: the real size, 25000, 100000)")
     bench.add_argument("--widths", type=_int_list, default=[384, 128, 64, 32])
     bench.add_argument("--index-types", type=_str_list, default=["flat", "binary", "hnsw"])
-    bench.add_argument("--precisions", type=_str_list, default=["fp32", "fp16", "int8", "binary"])
+    bench.add_argument("--precisions", type=_str_list, default=list(BENCH_PRECISIONS))
     bench.add_argument("--query-count", type=int, default=100, help="single queries timed per configuration")
     bench.add_argument("--batch-size", type=int, default=64, help="queries per call for throughput")
     bench.add_argument("--threads", type=int, default=1, help="FAISS/BLAS threads (1: a single query's scan uses one)")

@@ -73,19 +73,29 @@ def exact_search(corpus: np.ndarray, queries: np.ndarray, precision: Precision, 
     for start in range(0, len(queries), SEARCH_BATCH_SIZE):
         _, ids = index.search(query_codes[start : start + SEARCH_BATCH_SIZE], search_k)
         if precision == "binary+rescore":
-            ids = _rescore(ids, corpus_codes, queries[start : start + SEARCH_BATCH_SIZE], k)
+            ids = rescore_shortlist(ids, corpus_codes, queries[start : start + SEARCH_BATCH_SIZE], k)
         batches.append(ids)
     search_ms = (time.perf_counter() - started) * 1000.0
     ids = np.concatenate(batches) if batches else np.zeros((0, k), dtype=np.int64)
     return ids.astype(np.int64, copy=False), search_ms
 
 
-def _rescore(shortlist: np.ndarray, corpus_codes: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+def rescore_shortlist(shortlist: np.ndarray, corpus_codes: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Rerank Hamming shortlists by float query . +-1 document bits, read from the packed codes (no extra storage).
 
-    Rather than unpack every shortlisted document to width floats, each query gets a table of its
-    partial products for all 256 values of each code byte; a document's score is then one table
-    lookup per byte (8x less memory traffic, the same sums).
+    The ``binary+rescore`` step, shared by the evaluation and the latency bench. Rather than unpack every
+    shortlisted document to width floats, each query gets a table of its partial products for all 256
+    values of each code byte; a document's score is then one table lookup per byte (8x less memory
+    traffic, the same sums).
+
+    Args:
+        shortlist: (queries, shortlist_size) corpus rows from a Hamming search, -1 in empty slots.
+        corpus_codes: (documents, width/8 rounded up) uint8 sign bits as ``np.packbits`` packs them.
+        queries: (queries, width) float32 queries, truncated and renormalised like the corpus.
+        k: results kept per query.
+
+    Returns:
+        (queries, k) corpus rows, best score first; equal scores keep their Hamming order.
     """
     code_bytes = corpus_codes.shape[1]
     byte_offsets = np.arange(code_bytes) * 256

@@ -231,45 +231,6 @@ def _quality_floor(frame: pd.DataFrame, targets: dict) -> float | None:
     return max(floors) if floors else None
 
 
-def _stages_signature(stages) -> str:
-    import json
-
-    stages = json.loads(stages) if isinstance(stages, str) else stages
-    return json.dumps(
-        [
-            [int(stage["width"]), stage.get("precision", "fp32"), stage.get("index_type", "flat"),
-             stage.get("shortlist_size")]
-            for stage in stages
-        ]
-    )
-
-
-def config_latency_rows(config: dict, latency: pd.DataFrame, funnels: pd.DataFrame) -> pd.DataFrame:
-    """The measured rows behind one configuration's latency: bench rows, or the funnel's own rows.
-
-    Only finished runs count, and at each corpus size the newest run's row (as ``WidthPlanner`` reads
-    them: bench p50/p95 are single-query latencies whatever the row's throughput batch size).
-    """
-    if config.get("kind") == "funnel":
-        rows = funnels
-        if not rows.empty:
-            wanted = _stages_signature(config["stages"])
-            rows = rows[rows["stages"].map(_stages_signature) == wanted]
-    else:
-        rows = latency
-        if not rows.empty:
-            rows = rows[
-                (rows["index_type"] == config["index_type"])
-                & (rows["width"] == int(config["width"]))
-                & (rows["precision"] == config["precision"])
-            ]
-    if "status" in rows.columns:
-        rows = rows[rows["status"] == "finished"]
-    if rows.empty:
-        return rows
-    return rows.sort_values("run_id").groupby("corpus_size").tail(1).sort_values("corpus_size")
-
-
 def capacity_projection(
     configs: list[dict],
     latency: pd.DataFrame,
@@ -280,11 +241,14 @@ def capacity_projection(
     replicas: int = 1,
     hnsw_m: int = 32,
     rescore_location: str = "ram",
+    dataset_fingerprint: str | None = None,
+    model: str | None = None,
 ):
     """Storage and p95 latency of configurations as the corpus grows: two panels over corpus size (log-log).
 
     Storage comes from the cost model (``mrl_core.cost``); latency from ``cost.latency_at`` over each
-    configuration's measured rows: measured sizes are drawn as markers, projections as a dashed line.
+    configuration's measured rows, matched as the planner matches them (``planner.latency_rows_for``):
+    measured sizes are drawn as markers, projections as a dashed line.
 
     Args:
         configs: planner candidates (``recommendation_`` or rows of ``candidates_``) with label, kind,
@@ -292,6 +256,8 @@ def capacity_projection(
         latency: the store's ``latency`` rows; funnels: its ``funnels`` rows.
         corpus_sizes: the sizes to draw.
         vendor, replicas, hnsw_m, rescore_location: as in ``WidthPlanner``.
+        dataset_fingerprint, model: keep only funnel rows measured on this dataset and model (the
+            planner's ``context_``); None keeps every dataset's and model's.
 
     Returns:
         A plotly ``Figure``.
@@ -300,6 +266,7 @@ def capacity_projection(
     from plotly.subplots import make_subplots
 
     from mrl_core.cost import estimate_funnel_storage, estimate_storage, latency_at
+    from mrl_core.planner import latency_rows_for
 
     sizes = sorted(int(size) for size in corpus_sizes)
     figure = make_subplots(rows=1, cols=2, subplot_titles=("storage (GB)", "p95 latency (ms)"), horizontal_spacing=0.1)
@@ -324,7 +291,7 @@ def capacity_projection(
                        line={"color": colour}, hovertemplate="%{x:,} vectors<br>%{y:.3g} GB<extra></extra>"),
             row=1, col=1,
         )
-        rows = config_latency_rows(config, latency, funnels)
+        rows = latency_rows_for(config, latency, funnels, dataset_fingerprint=dataset_fingerprint, model=model)
         if rows.empty:
             continue
         projected = [(size, latency_at(rows, size)) for size in sizes]

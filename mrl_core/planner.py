@@ -86,6 +86,67 @@ def _finished(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["status"] == "finished"] if "status" in frame.columns else frame
 
 
+def latency_rows_for(
+    config: dict,
+    latency: pd.DataFrame,
+    funnels: pd.DataFrame,
+    *,
+    dataset_fingerprint: str | None = None,
+    model: str | None = None,
+) -> pd.DataFrame:
+    """The measured rows behind one configuration's latency, as ``WidthPlanner`` reads them.
+
+    A single-stage configuration takes the bench rows of its (index_type, width, precision); a funnel
+    takes its own ``funnels`` rows (same stages: width, precision, index and shortlist of each), labelled
+    with its first stage's index_type, width and precision, which decide the scaling fit (scan or HNSW).
+    Only finished runs count, and at each corpus size the newest run's row: re-runs replace older
+    measurements. Bench p50/p95 are single-query latencies whatever the row's throughput batch size.
+
+    Args:
+        config: a planner candidate (``candidates_`` row or ``recommendation_``): ``kind`` ('single' or
+            'funnel'), ``stages``, and for single-stage ``index_type``, ``width``, ``precision``.
+        latency: the store's ``latency`` rows.
+        funnels: the store's ``funnels`` rows.
+        dataset_fingerprint, model: when given, funnel rows of other datasets or models are left out (a
+            funnel's recall, and so its tuned shortlist, belongs to the data it was measured on).
+
+    Returns:
+        The matching rows, one per corpus size, sorted by corpus size (empty when nothing matches).
+
+    Raises:
+        ValueError: for a ``kind`` other than 'single' or 'funnel'.
+
+    Example:
+        >>> rows = latency_rows_for(planner.recommendation_, store.rows("latency"), store.rows("funnels"))
+    """
+    kind = config.get("kind", "single")
+    if kind == "funnel":
+        rows = _finished(funnels)
+        if not rows.empty:
+            if dataset_fingerprint is not None:
+                rows = rows[rows["dataset_fingerprint"] == dataset_fingerprint]
+            if model is not None:
+                rows = rows[rows["model"] == model]
+            rows = rows[rows["stages"].map(_stages_key) == _stages_key(config["stages"])]
+            first = (json.loads(config["stages"]) if isinstance(config["stages"], str) else config["stages"])[0]
+            rows = rows.assign(
+                index_type=first.get("index_type", "flat"), precision=first.get("precision", "fp32"), width=int(first["width"])
+            )
+    elif kind == "single":
+        rows = _finished(latency)
+        if not rows.empty:
+            rows = rows[
+                (rows["index_type"] == config["index_type"])
+                & (rows["width"] == int(config["width"]))
+                & (rows["precision"] == config["precision"])
+            ]
+    else:
+        raise ValueError(f"config kind={kind!r}: expected 'single' or 'funnel'")
+    if rows.empty:
+        return rows
+    return _latest_per(rows, ["corpus_size"]).sort_values("corpus_size")
+
+
 class WidthPlanner:
     """Recommends the cheapest configuration meeting storage, RAM, latency and quality targets.
 
@@ -179,16 +240,17 @@ class WidthPlanner:
         # Bench rows' p50/p95 are single-query latencies (their batch_size is the throughput run's).
         latency = _finished(store.rows("latency"))
         funnels = _finished(store.rows("funnels"))
-        funnels = funnels[
-            (funnels["dataset_fingerprint"] == self.context_["dataset_fingerprint"])
-            & (funnels["model"] == self.context_["model"])
-        ]
+        if not funnels.empty:
+            funnels = funnels[
+                (funnels["dataset_fingerprint"] == self.context_["dataset_fingerprint"])
+                & (funnels["model"] == self.context_["model"])
+            ]
         self.context_["latency_runs"] = sorted(int(r) for r in latency["run_id"].unique())
         self.context_["funnel_runs"] = sorted(int(r) for r in funnels["run_id"].unique())
         self.context_["latency_threads"] = sorted({int(t) for t in latency["threads"].dropna()})
         self.context_["faiss_versions"] = sorted({str(v) for v in latency["faiss_version"].dropna()})
 
-        rows = self._single_stage_candidates(results, latency) + self._funnel_candidates(funnels, results)
+        rows = self._single_stage_candidates(results, latency) + self._funnel_candidates(funnels, latency, results)
         if not rows:
             raise ValueError(
                 f"index_types={list(self.index_types)} hold none of the evaluated precisions "
@@ -296,16 +358,16 @@ class WidthPlanner:
 
     def _single_stage_candidates(self, results: pd.DataFrame, latency: pd.DataFrame) -> list[dict]:
         reference = self._reference_ndcg(results)
-        config_keys = ["index_type", "width", "precision"]
-        latency = _latest_per(latency, config_keys + ["corpus_size"])
-        measured = {
-            (index_type, int(width), precision): self._latency_fields(group)
-            for (index_type, width, precision), group in latency.groupby(config_keys, sort=False)
-        }
-        unmeasured = self._latency_fields(latency.iloc[0:0])
+        no_funnels = pd.DataFrame()
+        # Methods share a configuration's latency (a PCA prefix searches like a plain one): look each up once.
+        measured: dict[tuple[str, int, str], dict] = {}
         candidates = []
         for row in results.itertuples():
             for index_type in _index_types_for(row.precision, tuple(self.index_types)):
+                config = {"kind": "single", "index_type": index_type, "width": int(row.width), "precision": row.precision}
+                key = (index_type, int(row.width), row.precision)
+                if key not in measured:
+                    measured[key] = self._latency_fields(latency_rows_for(config, latency, no_funnels))
                 storage = estimate_storage(
                     self.corpus_size, int(row.width), row.precision, index_type, hnsw_m=self.hnsw_m,
                     ivf_nlist=self.ivf_nlist, metadata_bytes_per_vector=self.metadata_bytes_per_vector,
@@ -325,7 +387,7 @@ class WidthPlanner:
                     "index_type": index_type,
                     "stages": [{"width": int(row.width), "precision": row.precision, "index_type": index_type}],
                     **self._storage_fields(storage),
-                    **measured.get((index_type, int(row.width), row.precision), unmeasured),
+                    **measured[key],
                     "ndcg_at_10": ndcg,
                     "recall_at_10": None if pd.isna(row.recall_at_10) else float(row.recall_at_10),
                     "retention": retention,
@@ -336,20 +398,19 @@ class WidthPlanner:
                 })
         return candidates
 
-    def _funnel_candidates(self, funnels: pd.DataFrame, results: pd.DataFrame) -> list[dict]:
+    def _funnel_candidates(self, funnels: pd.DataFrame, latency: pd.DataFrame, results: pd.DataFrame) -> list[dict]:
         if funnels.empty:
             return []
         reference = self._reference_ndcg(results)
-        funnels = funnels.assign(stages_key=funnels["stages"].map(_stages_key))
         candidates = []
-        for key, group in funnels.groupby("stages_key", sort=True):
+        for key in sorted(set(funnels["stages"].map(_stages_key))):
             stages = json.loads(key)
+            group = latency_rows_for({"kind": "funnel", "stages": stages}, latency, funnels)
             storage = estimate_funnel_storage(
                 self.corpus_size, stages, rescore_location=self.rescore_location, hnsw_m=self.hnsw_m,
                 ivf_nlist=self.ivf_nlist, metadata_bytes_per_vector=self.metadata_bytes_per_vector,
                 vendor=self.vendor, replicas=self.replicas,
             )
-            group = _latest_per(group, ["corpus_size"])
             # Quality from the measured size nearest the target: recall of a shortlist falls as the corpus grows.
             nearest = group.iloc[(np.log(group["corpus_size"].astype(float)) - math.log(self.corpus_size)).abs().argsort()]
             measured = nearest.dropna(subset=["ndcg_at_10"])
@@ -373,10 +434,7 @@ class WidthPlanner:
                 "index_type": first["index_type"],
                 "stages": stages,
                 **self._storage_fields(storage),
-                # The bench's scaling fit keys on the stage-1 index: it decides scan (linear) vs HNSW (log).
-                **self._latency_fields(
-                    group.assign(index_type=first["index_type"], precision=first["precision"], width=int(first["width"]))
-                ),
+                **self._latency_fields(group),
                 "ndcg_at_10": ndcg,
                 "recall_at_10": recall,
                 "retention": ndcg / reference if ndcg is not None and reference else None,

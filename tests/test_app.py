@@ -274,6 +274,31 @@ def test_capacity_projection_draws_formula_storage_and_measured_then_projected_l
     assert list(measured.x) == [1000, 2000] and list(measured.y) == [1.0, 2.0]
 
 
+def test_capacity_projection_projects_a_funnel_from_its_own_rows_as_the_planner_matches_them():
+    import pandas as pd
+
+    from mrl_core.figures import capacity_projection
+
+    stages = [
+        {"width": 32, "precision": "binary", "index_type": "binary", "shortlist_size": 200},
+        {"width": 384, "precision": "fp32", "index_type": "flat", "shortlist_size": 10},
+    ]
+    config = {"label": "funnel", "kind": "funnel", "stages": stages, "width": 32, "precision": "binary",
+              "index_type": "binary"}
+    funnel_row = {"stages": stages, "dataset_fingerprint": "a", "model": "m", "status": "finished"}
+    funnels = pd.DataFrame([
+        dict(funnel_row, run_id=1, corpus_size=1000, p50_ms=0.5, p95_ms=1.0),
+        dict(funnel_row, run_id=1, corpus_size=2000, p50_ms=1.0, p95_ms=2.0),
+        # Another dataset's measurement of the same stages, newer: left out when the dataset is named.
+        dict(funnel_row, run_id=2, corpus_size=2000, p50_ms=4.0, p95_ms=8.0, dataset_fingerprint="b"),
+    ])
+    figure = capacity_projection([config], pd.DataFrame(), funnels, [1000, 10_000], dataset_fingerprint="a", model="m")
+    _, projected, measured = figure.data
+    # The binary first stage scans linearly: 1 ms per 1,000 vectors gives 10 ms at 10,000.
+    assert list(projected.y) == pytest.approx([1.0, 10.0])
+    assert list(measured.x) == [1000, 2000] and list(measured.y) == [1.0, 2.0]
+
+
 def test_funnel_stage_times_stacks_the_stages_beside_exact_search():
     from mrl_core.figures import funnel_stage_times
 

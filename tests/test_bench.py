@@ -3,13 +3,17 @@ import pandas as pd
 import pytest
 
 from mrl_core.bench import (
+    BENCH_PRECISIONS,
     bench_configs,
+    build_index,
     enlarge_corpus,
     fit_latency,
+    index_searcher,
     project_latency_ms,
     run_bench,
     sample_mixture_corpus,
 )
+from mrl_core.evaluate import RESCORE_MULTIPLIER, exact_search
 from mrl_core.store import TABLE_COLUMNS, ResultStore
 
 
@@ -26,6 +30,28 @@ def test_bench_configs_keep_supported_pairs_and_reject_unknown_names():
         bench_configs(["ivf"], ["fp32"])
     with pytest.raises(ValueError, match="'int4' is not one of"):
         bench_configs(["flat"], ["int4"])
+
+
+def test_bench_measures_binary_rescore_by_default():
+    # run_bench's default precisions are BENCH_PRECISIONS; the rescore runs on the binary index only.
+    assert bench_configs(["flat", "binary"], BENCH_PRECISIONS) == [
+        ("flat", "fp32"), ("flat", "fp16"), ("flat", "int8"), ("binary", "binary"), ("binary", "binary+rescore"),
+    ]
+
+
+@pytest.mark.parametrize("width", [32, 24])
+def test_bench_rescore_returns_the_evaluations_binary_rescore_ids(width):
+    corpus, queries = unit_rows(300, width, seed=1), unit_rows(7, width, seed=2)
+    index = build_index(corpus, "binary", "binary+rescore")
+    search = index_searcher(index, "binary", "binary+rescore", k=10)
+    ids = search(np.packbits(queries > 0, axis=1), queries)
+    expected, _ = exact_search(corpus, queries, "binary+rescore", k=10)
+    np.testing.assert_array_equal(ids, expected)
+    # The rescore changes the order the bits alone give (otherwise this would test plain binary search).
+    plain = index_searcher(index, "binary", "binary", k=10)(np.packbits(queries > 0, axis=1), queries)
+    assert not np.array_equal(ids, plain)
+    with pytest.raises(ValueError, match="precision='binary\\+rescore'"):
+        index_searcher(index, "flat", "binary+rescore")
 
 
 def test_enlarge_corpus_keeps_real_rows_and_unit_norms():
@@ -114,6 +140,14 @@ def test_run_bench_rows_have_every_field_and_measured_bytes(tmp_path):
     assert rows[("flat", "int8", 12, 1000)]["bytes_per_vector"] == pytest.approx(12, rel=0.05)
     hnsw = rows[("hnsw", "fp32", 32, 300)]
     assert hnsw["formula_bytes_per_vector"] == 128 + 256 and hnsw["bytes_per_vector"] > 128
+    # binary+rescore keeps only the bit codes: 32 bits = 4 bytes, like plain binary.
+    assert ("binary", "binary+rescore", 12, 300) not in rows
+    for corpus_size in (300, 1000):
+        rescored = rows[("binary", "binary+rescore", 32, corpus_size)]
+        assert rescored["formula_bytes_per_vector"] == 4
+        assert rescored["bytes_per_vector"] == pytest.approx(4, rel=0.05)
+        assert rescored["details"]["rescore_shortlist_size"] == RESCORE_MULTIPLIER * 10
+    assert "rescore_shortlist_size" not in rows[("binary", "binary", 32, 1000)]["details"]
     stored = store.rows("latency", result.run_id)
     assert len(stored) == len(result.rows) and set(stored["kind"]) == {"bench"}
     summary = store.get_run(result.run_id)["summary"]

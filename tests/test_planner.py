@@ -8,7 +8,8 @@ import pytest
 
 from mrl_core.cli import main
 from mrl_core.cost import GB
-from mrl_core.planner import WidthPlanner, pareto_mask, rank
+from mrl_core.bench import run_bench
+from mrl_core.planner import WidthPlanner, latency_rows_for, pareto_mask, rank
 from mrl_core.store import ResultStore
 
 # Shaped like all-MiniLM-L6-v2 on SciFact (DESIGN.md: 0.6451 full, 0.602 at 128, 0.484 at 64, 0.337 at 32).
@@ -93,6 +94,75 @@ def test_cheapest_feasible_is_binary_with_rescore(store):
     assert margins["max_p95_ms"]["margin"] == pytest.approx(15.0)
     assert margins["min_ndcg"]["margin"] == pytest.approx(0.03)
     assert planner.context_["dataset"] == "scifact" and planner.context_["full_width"] == 384
+
+
+def test_binary_rescore_gets_bench_latency_and_is_recommended_under_a_latency_target(tmp_path):
+    store = ResultStore(tmp_path / "s.duckdb")
+    corpus = np.random.default_rng(0).normal(size=(600, 32)).astype(np.float32)
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    fields = {"model": "m", "dataset": "d", "dataset_fingerprint": "fp-d"}
+    run_bench(corpus, widths=(32,), index_types=("flat", "binary"), corpus_sizes=[300, 600], query_count=8,
+              batch_size=4, store=store, run_fields=fields)
+    quality = {"fp32": 0.6, "fp16": 0.6, "int8": 0.59, "binary": 0.4, "binary+rescore": 0.55}
+    with store.run("evaluate", corpus_size=600, **fields) as run_id:
+        store.add_rows("results", run_id, [
+            {"method": "prefix", "width": 32, "precision": precision, "ndcg_at_10": ndcg} for precision, ndcg in quality.items()
+        ])
+    latency = store.rows("latency")
+    measured = latency[(latency["precision"] == "binary+rescore") & (latency["corpus_size"] == 600)].iloc[0]
+    label = "prefix 32 binary+rescore/binary"
+
+    # Plain binary costs the same 4 bytes but misses the quality floor, so the rescore is the cheapest fit.
+    planner = WidthPlanner(600, max_p95_ms=float(measured["p95_ms"]), min_ndcg=0.5, index_types=("flat", "binary")).fit(store)
+    candidate = planner.candidates_.set_index("label").loc[label]
+    assert candidate["p95_ms"] == measured["p95_ms"] and candidate["p50_ms"] == measured["p50_ms"]
+    assert not candidate["latency_projected"] and candidate["latency_sizes"] == [300, 600]
+    assert planner.recommendation_["label"] == label and planner.recommendation_["storage_bytes"] == 600 * 4
+
+    tighter = WidthPlanner(600, max_p95_ms=float(measured["p95_ms"]) * 0.99, min_ndcg=0.5, index_types=("flat", "binary"))
+    reasons = tighter.fit(store).candidates_.set_index("label").loc[label, "reasons"]
+    assert len(reasons) == 1 and reasons[0].startswith("p95 latency")
+
+
+def _bench_row(run_id, index_type, width, precision, corpus_size, p95_ms, status="finished"):
+    return {"run_id": run_id, "index_type": index_type, "width": width, "precision": precision,
+            "corpus_size": corpus_size, "p50_ms": p95_ms / 2, "p95_ms": p95_ms, "status": status}
+
+
+def test_latency_rows_for_a_single_stage_config_keeps_the_newest_finished_row_per_size():
+    latency = pd.DataFrame([
+        _bench_row(1, "binary", 64, "binary+rescore", 1000, 1.0),
+        _bench_row(2, "binary", 64, "binary+rescore", 1000, 2.0),
+        _bench_row(3, "binary", 64, "binary+rescore", 1000, 9.0, status="failed"),
+        _bench_row(1, "binary", 64, "binary+rescore", 100, 0.5),
+        _bench_row(2, "binary", 64, "binary", 1000, 0.7),
+        _bench_row(2, "binary", 32, "binary+rescore", 1000, 0.6),
+    ])
+    config = {"kind": "single", "index_type": "binary", "width": 64, "precision": "binary+rescore"}
+    rows = latency_rows_for(config, latency, pd.DataFrame())
+    assert rows[["run_id", "corpus_size", "p95_ms"]].values.tolist() == [[1, 100, 0.5], [2, 1000, 2.0]]
+    assert latency_rows_for(dict(config, width=16), latency, pd.DataFrame()).empty
+    with pytest.raises(ValueError, match="kind='pipeline'"):
+        latency_rows_for(dict(config, kind="pipeline"), latency, pd.DataFrame())
+
+
+def test_latency_rows_for_a_funnel_match_its_stages_data_and_first_stage():
+    stages = [
+        {"width": 32, "precision": "binary", "index_type": "binary", "shortlist_size": 200},
+        {"width": 384, "precision": "fp32", "index_type": "flat", "shortlist_size": 10},
+    ]
+    other = [dict(stages[0], shortlist_size=100), stages[1]]
+    funnels = pd.DataFrame([
+        {"run_id": 1, "stages": json.dumps(stages), "corpus_size": 1000, "p95_ms": 1.0, "dataset_fingerprint": "a", "model": "m", "status": "finished"},
+        {"run_id": 2, "stages": stages, "corpus_size": 1000, "p95_ms": 3.0, "dataset_fingerprint": "b", "model": "m", "status": "finished"},
+        {"run_id": 1, "stages": other, "corpus_size": 1000, "p95_ms": 5.0, "dataset_fingerprint": "a", "model": "m", "status": "finished"},
+    ])
+    config = {"kind": "funnel", "stages": stages}
+    assert latency_rows_for(config, pd.DataFrame(), funnels)["p95_ms"].tolist() == [3.0]
+    rows = latency_rows_for(config, pd.DataFrame(), funnels, dataset_fingerprint="a", model="m")
+    assert rows["p95_ms"].tolist() == [1.0]
+    # The first stage's index decides the scaling fit, so its fields come with the rows.
+    assert rows[["index_type", "width", "precision"]].values.tolist() == [["binary", 32, "binary"]]
 
 
 def test_recommendation_agrees_with_a_brute_force_scan(store):

@@ -134,7 +134,8 @@ with projection_tab:
         show_figure(
             capacity_projection(
                 compared, store.rows("latency"), store.rows("funnels"), CORPUS_SIZES, vendor=vendor,
-                replicas=int(replicas),
+                replicas=int(replicas), dataset_fingerprint=planner.context_["dataset_fingerprint"],
+                model=planner.context_["model"],
             ),
             key="planner_projection",
         )
