@@ -22,11 +22,12 @@ import hashlib
 import json
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+from mrl_core.widths import check_training_dims
 
 ADAPTOR_FORMAT = "mrl_core.matryoshka_adaptor"
 ADAPTOR_FORMAT_VERSION = 1
@@ -134,7 +135,7 @@ class MatryoshkaAdaptor:
         if dims is None:
             powers_of_two = [2**exponent for exponent in range(input_width.bit_length())]
             dims = [input_width] + [width for width in powers_of_two if SMALLEST_DEFAULT_WIDTH <= width < input_width]
-        dims = _check_dims(dims, input_width)
+        dims = check_training_dims(dims, input_width)
         for name, value in (
             ("epochs", epochs), ("batch_size", batch_size), ("neighbour_count", neighbour_count),
             ("random_count", random_count), ("pair_batch_size", pair_batch_size),
@@ -363,21 +364,6 @@ def _check_matrix(matrix: np.ndarray, name: str) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     # Cosine targets assume unit rows, as every embedding in mrl_core is; renormalise defensively.
     return matrix / np.maximum(norms, 1e-12)
-
-
-def _check_dims(dims: Sequence[int], input_width: int) -> list[int]:
-    dims = list(dims)
-    for width in dims:
-        if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or not 1 <= width <= input_width:
-            raise ValueError(f"dims: {width!r} is outside 1..{input_width} (the embeddings' width)")
-    dims = sorted({int(width) for width in dims})
-    if input_width not in dims:
-        warnings.warn(
-            f"dims {dims} lack the full width {input_width}; adding it so full-width similarities stay trained",
-            stacklevel=3,
-        )
-        dims.append(input_width)
-    return dims
 
 
 def _principal_rotation(matrix: np.ndarray) -> np.ndarray:

@@ -15,7 +15,9 @@ import numpy as np
 from mrl_core.data import DatasetError, RetrievalDataset
 from mrl_core.encode import Progress
 from mrl_core.metrics import Judgements, fidelity_at_k, mrr_at_k, ndcg_at_k, recall_at_k
-from mrl_core.widths import METHODS, PRECISIONS, Method, Precision, check_choices, quantize, truncate, unpack_signs
+from mrl_core.widths import (
+    METHODS, PRECISIONS, Method, Precision, check_choices, check_widths, quantize, truncate, unpack_signs,
+)
 
 SEARCH_K = 100
 """Results kept per query: enough for recall@100."""
@@ -222,26 +224,6 @@ def _cell_metrics(ids: np.ndarray, judgements: Judgements | None, reference_ids:
         retention=ndcg / reference_ndcg if reference_ndcg else None,
     )
     return metrics
-
-
-def check_widths(widths: Sequence[int], full_width: int) -> list[int]:
-    """Return widths as ints after checking each is in 1..full_width and none repeats.
-
-    Raises:
-        ValueError: naming the offending width and the allowed range.
-    """
-    widths = list(widths)
-    if not widths:
-        raise ValueError(f"widths: give at least one width in 1..{full_width}")
-    for width in widths:
-        if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
-            raise ValueError(f"widths: {width!r} is not an integer; expected widths in 1..{full_width}")
-        if not 1 <= width <= full_width:
-            raise ValueError(f"widths: {width} is outside 1..{full_width} (the model's full width is {full_width})")
-    repeated = sorted({int(width) for width in widths if widths.count(width) > 1})
-    if repeated:
-        raise ValueError(f"widths: {repeated} given more than once")
-    return [int(width) for width in widths]
 
 
 def run_evaluation(

@@ -20,7 +20,6 @@ import os
 import random
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from mrl_core.data import DatasetError, RetrievalDataset
 from mrl_core.encode import Progress
+from mrl_core.widths import check_training_dims
 
 TrainMode = Literal["full", "adaptor"]
 TRAIN_MODES: tuple[str, ...] = ("full", "adaptor")
@@ -42,33 +42,6 @@ MAX_GRAD_NORM = 1.0
 
 
 # -- input checks -----------------------------------------------------------------------------------
-
-
-def check_dims(dims: Sequence[int], full_width: int) -> list[int]:
-    """Training widths, widest first, each in 1..full_width; the full width is added (with a warning) if missing.
-
-    Raises:
-        ValueError: for a width that is not a positive integer, exceeds the full width, or repeats.
-    """
-    dims = list(dims)
-    if not dims:
-        raise ValueError(f"dims: give at least one width in 1..{full_width}")
-    for width in dims:
-        if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
-            raise ValueError(f"dims: {width!r} is not an integer; expected widths in 1..{full_width}")
-        if not 1 <= width <= full_width:
-            raise ValueError(f"dims: {width} is outside 1..{full_width} (the model's full width is {full_width})")
-    repeated = sorted({int(width) for width in dims if dims.count(width) > 1})
-    if repeated:
-        raise ValueError(f"dims: {repeated} given more than once")
-    dims = [int(width) for width in dims]
-    if full_width not in dims:
-        warnings.warn(
-            f"dims {dims} lack the model's full width {full_width}; adding it so full-width quality is trained too",
-            stacklevel=3,
-        )
-        dims.append(full_width)
-    return sorted(dims, reverse=True)
 
 
 def training_pairs(dataset: RetrievalDataset, batch_size: int) -> tuple[list[tuple[str, str]], int]:
@@ -283,7 +256,7 @@ def train_full(
     training_max_seq_length = model.max_seq_length
     full_width = int(model.get_embedding_dimension())
     given_dims = list(dims)
-    dims = check_dims(dims, full_width)
+    dims = check_training_dims(dims, full_width)
     if dim_weights is None:
         weights = [1.0] * len(dims)
     else:
@@ -448,7 +421,7 @@ def train_adaptor(
             "holds embeddings"
         )
     full_width = int(dataset.corpus_embeddings.shape[1]) if dataset.is_precomputed else model_width(base_model)
-    dims = check_dims(dims, full_width)
+    dims = check_training_dims(dims, full_width)
     pairs: list[tuple[str, str]] = []
     dropped = 0
     if supervised and dataset.train_pairs and not dataset.is_precomputed:

@@ -6,6 +6,7 @@ sentence-transformers' ``quantize_embeddings`` so the numbers here are the ones 
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal, Sequence
 
 import numpy as np
@@ -19,6 +20,44 @@ reranks a Hamming shortlist with the float query (sentence-transformers' rescore
 
 METHODS: tuple[str, ...] = ("prefix", "pca")
 """How a width is cut: the first dimensions as they are, or the first principal components."""
+
+
+def check_widths(widths: Sequence[int], full_width: int, *, name: str = "widths") -> list[int]:
+    """Return widths as ints after checking each is in 1..full_width and none repeats.
+
+    Raises:
+        ValueError: naming the offending width and the allowed range.
+    """
+    widths = list(widths)
+    if not widths:
+        raise ValueError(f"{name}: give at least one width in 1..{full_width}")
+    for width in widths:
+        if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
+            raise ValueError(f"{name}: {width!r} is not an integer; expected widths in 1..{full_width}")
+        if not 1 <= width <= full_width:
+            raise ValueError(f"{name}: {width} is outside 1..{full_width} (the model's full width is {full_width})")
+    repeated = sorted({int(width) for width in widths if widths.count(width) > 1})
+    if repeated:
+        raise ValueError(f"{name}: {repeated} given more than once")
+    return [int(width) for width in widths]
+
+
+def check_training_dims(dims: Sequence[int], full_width: int) -> list[int]:
+    """Training widths, widest first; the full width is added (with a warning) when missing.
+
+    Matryoshka training needs the full width among its dims, or full-width quality drifts.
+
+    Raises:
+        ValueError: for a width that is not a positive integer, exceeds the full width, or repeats.
+    """
+    dims = check_widths(dims, full_width, name="dims")
+    if full_width not in dims:
+        warnings.warn(
+            f"dims {dims} lack the model's full width {full_width}; adding it so full-width quality is trained too",
+            stacklevel=3,
+        )
+        dims.append(full_width)
+    return sorted(dims, reverse=True)
 
 
 def check_choices(values: Sequence[str], allowed: Sequence[str], name: str) -> list[str]:

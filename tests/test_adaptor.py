@@ -106,7 +106,7 @@ def test_dims_are_checked_and_full_width_added(split_rows):
         MatryoshkaAdaptor().fit(corpus, dims=[65])
     with pytest.raises(ValueError, match=r"dims: 0 is outside"):
         MatryoshkaAdaptor().fit(corpus, dims=[0, 64])
-    with pytest.warns(UserWarning, match="lack the full width 64"):
+    with pytest.warns(UserWarning, match="lack the model.s full width 64"):
         adaptor = MatryoshkaAdaptor().fit(corpus[:200], dims=[8], epochs=1)
     assert adaptor.dims_ == [64, 8]
     assert MatryoshkaAdaptor().fit(corpus[:100], epochs=1).dims_ == [64, 32, 16]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mrl_core.data import DatasetError, RetrievalDataset
-from mrl_core.train import _batches, check_dims, run_training, train_adaptor, train_full, training_pairs
+from mrl_core.widths import check_training_dims
+from mrl_core.train import _batches, run_training, train_adaptor, train_full, training_pairs
 
 TOPICS = [
     ("how do cats purr", "Cats purr by vibrating the muscles of the larynx while breathing."),
@@ -97,16 +98,16 @@ def test_dims_above_the_model_width_are_refused_before_training(tmp_path):
     assert not (tmp_path / "model").exists()
 
 
-def test_check_dims():
-    assert check_dims([64, 384, 128], 384) == [384, 128, 64]
+def test_check_training_dims():
+    assert check_training_dims([64, 384, 128], 384) == [384, 128, 64]
     with pytest.warns(UserWarning, match="lack the model's full width 384"):
-        assert check_dims([64, 16], 384) == [384, 64, 16]
+        assert check_training_dims([64, 16], 384) == [384, 64, 16]
     for bad, message in (
         ([0, 384], "0 is outside"), ([-8], "-8 is outside"), ([64, 64, 384], r"\[64\] given more than once"),
         ([], "at least one"),
     ):
         with pytest.raises(ValueError, match=message):
-            check_dims(bad, 384)
+            check_training_dims(bad, 384)
 
 
 def test_training_pairs_leave_out_evaluation_queries():
