@@ -39,7 +39,7 @@ def relevance_rows(dataset) -> list[dict[int, int]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="/work/shared/data/scifact")
+    parser.add_argument("--data", default="../shared/data/scifact")
     parser.add_argument("--out-prefix", default="models/scifact_adaptor")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
