@@ -80,7 +80,7 @@ def cost_check(dataset, pair_count: int, batch_size: int, dims: list[int], repea
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="/work/shared/data/scifact")
+    parser.add_argument("--data", default="../shared/data/scifact")
     parser.add_argument("--out", default="models/scifact_mrl")
     parser.add_argument("--dims", type=ints, default=[384, 256, 128, 64, 32, 16, 8])
     parser.add_argument("--dim-weights", type=floats, default=None)

@@ -1,12 +1,12 @@
 """Make embeddings Matryoshka: fine-tune the encoder, or fit an adaptor on its frozen embeddings.
 
-``full`` trains a sentence-transformers model with ``MatryoshkaLoss`` around
-``MultipleNegativesRankingLoss`` on the dataset's training pairs (never its evaluation queries), in a
-plain PyTorch loop on the CPU: sentence-transformers' trainer needs the ``datasets`` and ``accelerate``
-packages, and the loop it would run here is this one (AdamW, linear warm-up and decay, gradient
-clipping at 1). An optional self-distillation term pulls every prefix's in-batch score distribution
-towards the full width's. ``adaptor`` fits a ``MatryoshkaAdaptor`` (``mrl_core.adaptor``) on the base
-model's corpus embeddings, supervised by the training pairs when there are some.
+``full`` fine-tunes a sentence-transformers model with ``MatryoshkaLoss`` around
+``MultipleNegativesRankingLoss`` on the dataset's training pairs (never its evaluation queries), through
+sentence-transformers' ``SentenceTransformerTrainer`` on the CPU (AdamW, linear warm-up and decay,
+gradient clipping at 1, batches without a repeated text). An optional self-distillation term pulls every
+prefix's in-batch score distribution towards the full width's. ``adaptor`` fits a ``MatryoshkaAdaptor``
+(``mrl_core.adaptor``) on the base model's corpus embeddings, supervised by the training pairs when
+there are some.
 
 Outputs never look complete before they are: a model is trained into ``<out>.partial-<pid>`` and
 renamed at the end; an adaptor file is written the same way.
@@ -17,8 +17,8 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import random
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Literal, Sequence
@@ -39,6 +39,7 @@ MNRL_SCALE = 20.0
 """MultipleNegativesRankingLoss's default inverse temperature, also used for the distillation term."""
 WARMUP_FRACTION = 0.1
 MAX_GRAD_NORM = 1.0
+WEIGHT_DECAY = 0.01
 
 
 # -- input checks -----------------------------------------------------------------------------------
@@ -151,25 +152,33 @@ def _distilling_ranking_loss(model, distill_weight: float):
     return DistillingRankingLoss()
 
 
-def _batches(pairs: list[tuple[str, str]], batch_size: int, rng: random.Random) -> list[list[tuple[str, str]]]:
-    """Shuffled batches in which no text appears twice: a repeated query or positive would be scored as
-    its own in-batch negative. Pairs that collide wait for a later batch; a short last batch is dropped."""
-    pending = list(pairs)
-    rng.shuffle(pending)
-    batches = []
-    while len(pending) >= batch_size:
-        batch, seen, deferred = [], set(), []
-        for pair in pending:
-            if len(batch) < batch_size and pair[0] not in seen and pair[1] not in seen:
-                batch.append(pair)
-                seen.update(pair)
-            else:
-                deferred.append(pair)
-        if len(batch) < batch_size:
-            break
-        batches.append(batch)
-        pending = deferred
-    return batches
+def _training_recorder(progress: Progress | None):
+    """A trainer callback that reports progress(steps_done, total_steps) and keeps every step's loss.
+
+    The trainer logs the loss after every step (``logging_steps=1``), before the epoch ends, so each
+    epoch's mean covers all of its steps.
+    """
+    from transformers import TrainerCallback
+
+    class TrainingRecorder(TrainerCallback):
+        def __init__(self) -> None:
+            self.step_losses: list[float] = []
+            self.epoch_losses: list[float] = []
+            self._epoch_start = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if progress is not None:
+                progress(state.global_step, state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.step_losses.append(float(logs["loss"]))
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            self.epoch_losses.append(float(np.mean(self.step_losses[self._epoch_start :])))
+            self._epoch_start = len(self.step_losses)
+
+    return TrainingRecorder()
 
 
 def train_full(
@@ -221,8 +230,15 @@ def train_full(
         ...                      out_dir="models/scifact-mrl", epochs=3)
     """
     import torch
-    from sentence_transformers import SentenceTransformer
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers, NoDuplicatesBatchSampler
     from sentence_transformers.losses import MatryoshkaLoss
+    from transformers import PrinterCallback
 
     from mrl_core.encode import base_model_path, is_adaptor, model_fingerprint
 
@@ -269,44 +285,49 @@ def train_full(
         weights = [float(weight_of.get(width, 1.0)) for width in dims]
     loss = MatryoshkaLoss(model, _distilling_ranking_loss(model, distill_weight), dims, matryoshka_weights=weights)
 
-    rng = random.Random(seed)
-    epoch_batches = [_batches(pairs, batch_size, rng) for _ in range(epochs)]
-    total_steps = sum(len(batches) for batches in epoch_batches)
-    if total_steps == 0:
+    train_dataset = Dataset.from_dict(
+        {"query": [query for query, _ in pairs], "positive": [positive for _, positive in pairs]}
+    )
+    # The trainer's own no-duplicates sampler, seeded as the trainer seeds it: a repeated query or
+    # positive would be scored as its own in-batch negative, and when not even one batch without a
+    # repeat can be formed the trainer would silently train zero steps.
+    sampler = NoDuplicatesBatchSampler(
+        train_dataset, batch_size=batch_size, drop_last=True, generator=torch.Generator(), seed=seed
+    )
+    if next(iter(sampler), None) is None:
         raise DatasetError(
             f"{dataset.source}: the {len(pairs)} training pairs repeat queries or positives so often that no batch "
             f"of {batch_size} pairs without a repeated text can be formed; lower the batch size"
         )
-    warmup_steps = int(WARMUP_FRACTION * total_steps)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: (step + 1) / (warmup_steps + 1)
-        if step < warmup_steps
-        else max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps)),
-    )
 
-    started = time.perf_counter()
-    loss_history, step_losses = [], []
-    model.train()
-    step = 0
-    for batches in epoch_batches:
-        epoch_losses = []
-        for batch in batches:
-            features = [model.preprocess([pair[0] for pair in batch]), model.preprocess([pair[1] for pair in batch])]
-            value = loss(features, None)
-            optimizer.zero_grad()
-            value.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-            optimizer.step()
-            scheduler.step()
-            epoch_losses.append(float(value.detach()))
-            step += 1
-            if progress is not None:
-                progress(step, total_steps)
-        loss_history.append(float(np.mean(epoch_losses)))
-        step_losses.extend(epoch_losses)
-    train_time_s = time.perf_counter() - started
+    recorder = _training_recorder(progress)
+    with tempfile.TemporaryDirectory(prefix="mrl-trainer-") as trainer_dir:
+        arguments = SentenceTransformerTrainingArguments(
+            output_dir=trainer_dir,
+            num_train_epochs=epochs,
+            per_device_train_batch_size=batch_size,
+            learning_rate=learning_rate,
+            warmup_steps=WARMUP_FRACTION,
+            weight_decay=WEIGHT_DECAY,
+            max_grad_norm=MAX_GRAD_NORM,
+            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            dataloader_drop_last=True,
+            seed=seed,
+            use_cpu=True,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+        )
+        trainer = SentenceTransformerTrainer(
+            model=model, args=arguments, train_dataset=train_dataset, loss=loss, callbacks=[recorder]
+        )
+        # With tqdm off the trainer prints every step's log dict to stdout; progress goes through the recorder.
+        trainer.remove_callback(PrinterCallback)
+        started = time.perf_counter()
+        trainer.train()
+        train_time_s = time.perf_counter() - started
+    total_steps = trainer.state.max_steps
     model.eval()
     model.max_seq_length = inference_max_seq_length
 
@@ -329,17 +350,17 @@ def train_full(
             "max_seq_length": training_max_seq_length,
             "inference_max_seq_length": inference_max_seq_length,
             "seed": seed,
-            "warmup_steps": warmup_steps,
-            "weight_decay": 0.01,
+            "warmup_steps": arguments.get_warmup_steps(total_steps),
+            "weight_decay": WEIGHT_DECAY,
             "max_grad_norm": MAX_GRAD_NORM,
             "torch_threads": torch.get_num_threads(),
         },
         "loss": "MatryoshkaLoss(MultipleNegativesRankingLoss" + (" + prefix distillation)" if distill_weight else ")"),
         "steps": total_steps,
         "train_time_s": train_time_s,
-        "loss_history": loss_history,
-        "step_losses": step_losses,
-        "final_loss": loss_history[-1],
+        "loss_history": recorder.epoch_losses,
+        "step_losses": recorder.step_losses,
+        "final_loss": recorder.epoch_losses[-1],
     }
     partial = out_dir.with_name(f"{out_dir.name}.partial-{os.getpid()}")
     if partial.exists():

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
 
 from mrl_core.data import DatasetError, RetrievalDataset
 from mrl_core.widths import check_training_dims
-from mrl_core.train import _batches, run_training, train_adaptor, train_full, training_pairs
+from mrl_core.train import run_training, train_adaptor, train_full, training_pairs
 
 TOPICS = [
     ("how do cats purr", "Cats purr by vibrating the muscles of the larynx while breathing."),
@@ -115,16 +114,6 @@ def test_training_pairs_leave_out_evaluation_queries():
     pairs, dropped = training_pairs(dataset, batch_size=4)
     assert (len(pairs), dropped) == (8, 1)
     assert all(query != "where does honey come from" for query, _ in pairs)
-
-
-def test_batches_never_repeat_a_text():
-    pairs = [("a", "x"), ("b", "x"), ("c", "y"), ("d", "z"), ("a", "w"), ("e", "v")]
-    batches = _batches(pairs, 2, random.Random(0))
-    for batch in batches:
-        texts = [text for pair in batch for text in pair]
-        assert len(texts) == len(set(texts))
-    used = [pair for batch in batches for pair in batch]
-    assert len(used) == len(set(used)) == 6
 
 
 def test_adaptor_training_on_texts_uses_pairs_and_saves(tmp_path, isolated_store):
