@@ -21,20 +21,13 @@ import faiss
 import torch
 
 from mrl_core.adaptor import load_adaptor
+from heldout import query_subsets
 from mrl_core.data import load_dataset
 from mrl_core.encode import embed_dataset
 from mrl_core.evaluate import evaluate_grid
 from mrl_core.train import train_adaptor
 
 WIDTHS = [384, 256, 128, 64, 32, 16]
-
-
-def relevance_rows(dataset) -> list[dict[int, int]]:
-    row_of = {doc_id: row for row, doc_id in enumerate(dataset.corpus_ids)}
-    return [
-        {row_of[doc_id]: grade for doc_id, grade in dataset.qrels.get(query_id, {}).items() if doc_id in row_of}
-        for query_id in dataset.query_ids
-    ]
 
 
 def main() -> None:
@@ -48,23 +41,13 @@ def main() -> None:
 
     dataset = load_dataset(args.data)
     embeddings = embed_dataset(dataset, "base")
-    relevance = relevance_rows(dataset)
     print(
         f"dataset {dataset.name}: corpus_size {dataset.corpus_size}, test queries {len(dataset.query_ids)}, "
         f"train pairs {len(dataset.train_pairs)}; base model all-MiniLM-L6-v2 (384-d)"
     )
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; faiss {faiss.__version__}; exact fp32 search")
 
-    training_positives = {positive for _, positive in dataset.train_pairs}
-    unseen = [
-        row for row in range(len(relevance))
-        if not any(
-            dataset.corpus_texts[doc_row] in training_positives
-            for doc_row, grade in relevance[row].items()
-            if grade > 0
-        )
-    ]
-    subsets = {"all test queries": list(range(len(relevance))), "queries with unseen relevant docs": unseen}
+    relevance, subsets = query_subsets(dataset)
     tables: dict[str, dict[str, dict[int, float]]] = {name: {} for name in subsets}
 
     def score(label: str, corpus, queries, method: str) -> None:

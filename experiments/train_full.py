@@ -26,18 +26,11 @@ from pathlib import Path
 import faiss
 import torch
 
+from heldout import query_subsets
 from mrl_core.data import load_dataset
 from mrl_core.encode import embed_dataset
 from mrl_core.evaluate import evaluate_grid
 from mrl_core.train import train_full
-
-
-def relevance_rows(dataset) -> list[dict[int, int]]:
-    row_of = {doc_id: row for row, doc_id in enumerate(dataset.corpus_ids)}
-    return [
-        {row_of[doc_id]: grade for doc_id, grade in dataset.qrels.get(query_id, {}).items() if doc_id in row_of}
-        for query_id in dataset.query_ids
-    ]
 
 
 def ints(text: str) -> list[int]:
@@ -131,17 +124,7 @@ def main() -> None:
 def evaluate(dataset, out: str, dims: list[int]) -> None:
     """nDCG@10 per width of the base and trained models: all test queries, and those whose relevant
     documents are never a training positive (a fine-tune can learn to favour the training positives)."""
-    relevance = relevance_rows(dataset)
-    training_positives = {positive for _, positive in dataset.train_pairs}
-    unseen = [
-        row for row in range(len(relevance))
-        if not any(
-            dataset.corpus_texts[doc_row] in training_positives
-            for doc_row, grade in relevance[row].items()
-            if grade > 0
-        )
-    ]
-    subsets = {"all test queries": list(range(len(relevance))), "queries with unseen relevant docs": unseen}
+    relevance, subsets = query_subsets(dataset)
     widths = sorted(set(dims) | {384}, reverse=True)
     started = time.perf_counter()
     trained = embed_dataset(dataset, out)

@@ -349,6 +349,11 @@ def _grid_inputs(
         searched = np.ones(len(corpus), dtype=bool)
         searched[query_rows] = False
         return corpus[searched], corpus[query_rows], None
+    return corpus, queries, relevance_rows(dataset)
+
+
+def relevance_rows(dataset: RetrievalDataset) -> list[dict[int, int]]:
+    """Each query's judgements as {corpus row: grade}, in ``dataset.query_ids`` order."""
     row_of = {doc_id: row for row, doc_id in enumerate(dataset.corpus_ids)}
     relevance = []
     for query_id in dataset.query_ids:
@@ -360,7 +365,7 @@ def _grid_inputs(
             else:
                 # Judged but absent from the corpus: as in BEIR it still counts against recall and the
                 # ideal DCG, under a row number past the corpus that no search returns.
-                judged[len(corpus) + missing] = grade
+                judged[dataset.corpus_size + missing] = grade
                 missing += 1
         relevance.append(judged)
-    return corpus, queries, relevance
+    return relevance
