@@ -30,7 +30,8 @@ from mrl_core.train import run_training
 st.title("Train a Matryoshka model")
 st.caption(
     "Full mode fine-tunes the encoder with sentence-transformers' MatryoshkaLoss (minutes per epoch on a CPU); "
-    "adaptor mode learns a linear map of frozen embeddings whose prefixes keep their neighbours (seconds), for encoders you cannot fine-tune."
+    "adaptor mode learns a linear map of frozen embeddings whose prefixes keep their neighbours (seconds), "
+    "for encoders you cannot fine-tune."
 )
 store = results_store()
 
