@@ -37,7 +37,8 @@ MAX_FIT_ROWS = 20_000
 neighbour search costs rows^2 x width, and the map has only width^2 parameters to learn."""
 NEIGHBOUR_BLOCK_ROWS = 2048
 MNRL_SCALE = 20.0
-"""Inverse temperature of the ranking loss, sentence-transformers' MultipleNegativesRankingLoss default."""
+"""Inverse temperature of the ranking loss, sentence-transformers' MultipleNegativesRankingLoss default;
+the full fine-tune (``mrl_core.train``) uses it too, for its ranking and distillation terms."""
 
 Progress = Callable[[int, int], None]
 

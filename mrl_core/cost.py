@@ -140,22 +140,6 @@ class StorageEstimate:
     def ram_gb(self) -> float:
         return self.ram_bytes / GB
 
-    def as_dict(self) -> dict:
-        return {
-            "storage_bytes": self.storage_bytes,
-            "ram_bytes": self.ram_bytes,
-            "disk_bytes": self.disk_bytes,
-            "storage_gb": self.storage_gb,
-            "ram_gb": self.ram_gb,
-            "index_bytes_per_vector": self.index_bytes_per_vector,
-            "rescore_bytes_per_vector": self.rescore_bytes_per_vector,
-            "rescore_location": self.rescore_location,
-            "vendor": self.vendor,
-            "vendor_overhead": self.vendor_overhead,
-            "replicas": self.replicas,
-            "breakdown": dict(self.breakdown),
-        }
-
 
 def _total(
     index_bytes: float,

@@ -174,7 +174,7 @@ def qdrant_export(config: dict, full_width: int, *, collection_name: str = "mrl"
     notes = []
     for position, stage in enumerate(stages):
         if int(stage["width"]) > full_width:
-            raise ValueError(f"stage width {stage['width']} exceeds full_width={full_width}")
+            raise ValueError(f"stages[{position}].width={stage['width']} exceeds full_width={full_width}")
         name = _vector_name(int(stage["width"]), full_width, method)
         if name in vectors:
             # Two stages reading the same width at different precisions need two stored vectors.
@@ -196,7 +196,6 @@ def qdrant_export(config: dict, full_width: int, *, collection_name: str = "mrl"
     query: dict = {}
     for position, (name, params) in enumerate(stage_params):
         level = {"query": placeholder(name), "using": name}
-        is_last = position == len(stage_params) - 1
         level["limit"] = int(stages[position].get("shortlist_size") or top_k)
         if params:
             level["params"] = params

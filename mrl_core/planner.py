@@ -16,10 +16,10 @@ import pandas as pd
 
 from mrl_core.cost import (
     BINARY_PRECISIONS,
-    GB,
     INDEX_TYPES,
     LOCATIONS,
     VENDORS,
+    StorageEstimate,
     estimate_funnel_storage,
     estimate_storage,
     latency_at,
@@ -346,13 +346,13 @@ class WidthPlanner:
             "latency_sizes": list(estimate.measured_sizes),
         }
 
-    def _storage_fields(self, estimate) -> dict:
+    def _storage_fields(self, estimate: StorageEstimate) -> dict:
         return {
             "storage_bytes": estimate.storage_bytes,
             "ram_bytes": estimate.ram_bytes,
             "disk_bytes": estimate.disk_bytes,
-            "storage_gb": estimate.storage_bytes / GB,
-            "ram_gb": estimate.ram_bytes / GB,
+            "storage_gb": estimate.storage_gb,
+            "ram_gb": estimate.ram_gb,
             "rescore_location": estimate.rescore_location,
         }
 

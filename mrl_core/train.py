@@ -21,22 +21,21 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 
+from mrl_core.adaptor import MNRL_SCALE
 from mrl_core.data import DatasetError, RetrievalDataset
 from mrl_core.encode import Progress
 from mrl_core.widths import check_training_dims
 
 TrainMode = Literal["full", "adaptor"]
-TRAIN_MODES: tuple[str, ...] = ("full", "adaptor")
+TRAIN_MODES: tuple[str, ...] = get_args(TrainMode)
 DEFAULT_DIMS = (384, 256, 128, 64, 32, 16)
 DEFAULT_EVALUATE_WIDTHS = (384, 256, 128, 64, 32, 16, 8)
 METADATA_FILE = "mrl_training.json"
 """Written inside a fine-tuned model folder: base model, dims, data fingerprint, params, time, loss."""
-MNRL_SCALE = 20.0
-"""MultipleNegativesRankingLoss's default inverse temperature, also used for the distillation term."""
 WARMUP_FRACTION = 0.1
 MAX_GRAD_NORM = 1.0
 WEIGHT_DECAY = 0.01

@@ -50,10 +50,10 @@ else:
         with left:
             metric = metric_picker(chosen_results, key="runs_metric")
         with right:
+            precisions = sorted(chosen_results["precision"].unique())
             precision = st.selectbox(
-                "Precision", sorted(chosen_results["precision"].unique()), key="runs_precision",
-                index=sorted(chosen_results["precision"].unique()).index("fp32")
-                if "fp32" in set(chosen_results["precision"]) else 0,
+                "Precision", precisions, key="runs_precision",
+                index=precisions.index("fp32") if "fp32" in precisions else 0,
             )
         overlay = chosen_results[chosen_results["precision"] == precision]
         overlay = overlay.assign(label=overlay["run_id"].map(labels))
