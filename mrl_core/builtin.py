@@ -35,7 +35,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from mrl_core.data import DatasetError, RetrievalDataset
 from mrl_core.paths import cache_dir
@@ -44,7 +44,7 @@ from mrl_core.paths import cache_dir
 BUILTIN_FORMAT_VERSION = 1
 
 Variant = Literal["full", "quick"]
-VARIANTS: tuple[str, ...] = ("full", "quick")
+VARIANTS: tuple[str, ...] = get_args(Variant)
 
 # Share of items whose summary becomes a held-out test query; the same for both variants, so the
 # quick variant's split agrees with the full one's.
@@ -211,6 +211,7 @@ PACKAGE_SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 
 STDLIB_SOURCE = "stdlib"
+_PACKAGE_ROOTS = frozenset(root for _, root, _ in PACKAGE_SOURCES)
 
 # A leading "name(args) -> result" paragraph, as C extensions, numpy ufuncs and torch write them.
 _SIGNATURE_LINE = re.compile(r"^[A-Za-z_][\w.]*\(.*\)\s*(?:->\s*(?P<result>.*))?$", re.DOTALL)
@@ -273,15 +274,19 @@ def build_builtin(variant: Variant = "full", *, use_cache: bool = True) -> Retri
         cached = _read_payload(cache_path, variant)
         if cached is not None:
             return cached
-        _build_in_fresh_process(variant, cache_path)
-        dataset = _read_payload(cache_path, variant)
+        output_path = cache_path
+        _build_in_fresh_process(variant, output_path)
+        dataset = _read_payload(output_path, variant)
     else:
         with tempfile.TemporaryDirectory(prefix="mrl_builtin_") as folder:
             output_path = Path(folder) / "dataset.json"
             _build_in_fresh_process(variant, output_path)
             dataset = _read_payload(output_path, variant)
     if dataset is None:
-        raise DatasetError(f"the {variant!r} builtin dataset build wrote an unreadable file")
+        raise DatasetError(
+            f"{output_path}: the {variant!r} builtin dataset build wrote a file that does not read back "
+            f"(bad JSON, wrong format version {BUILTIN_FORMAT_VERSION} or fingerprint mismatch)"
+        )
     return dataset
 
 
@@ -309,7 +314,7 @@ def source_versions(variant: Variant) -> dict[str, str]:
 def source_of(corpus_id: str) -> str:
     """The source a builtin corpus id came from: 'stdlib' or a package's import root ('numpy', 'torch')."""
     root = corpus_id.split(".", 1)[0]
-    return root if root in {package_root for _, package_root, _ in PACKAGE_SOURCES} else STDLIB_SOURCE
+    return root if root in _PACKAGE_ROOTS else STDLIB_SOURCE
 
 
 def _check_variant(variant: str) -> None:

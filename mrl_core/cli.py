@@ -10,7 +10,6 @@ import json
 import sys
 import time
 
-from mrl_core.bench import BENCH_PRECISIONS
 from mrl_core.paths import default_store_path
 
 
@@ -149,7 +148,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from mrl_core.bench import run_bench
+    from mrl_core.bench import BENCH_PRECISIONS, run_bench
     from mrl_core.data import load_dataset
     from mrl_core.encode import embed_dataset
 
@@ -159,7 +158,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         embeddings.corpus,
         widths=args.widths,
         index_types=args.index_types,
-        precisions=args.precisions,
+        precisions=list(BENCH_PRECISIONS) if args.precisions is None else args.precisions,
         corpus_sizes=args.corpus_sizes or [dataset.corpus_size, 25_000, 100_000],
         query_embeddings=embeddings.queries,
         query_count=args.query_count,
@@ -342,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: the real size, 25000, 100000)")
     bench.add_argument("--widths", type=_int_list, default=[384, 128, 64, 32])
     bench.add_argument("--index-types", type=_str_list, default=["flat", "binary", "hnsw"])
-    bench.add_argument("--precisions", type=_str_list, default=list(BENCH_PRECISIONS))
+    # Default resolved in _cmd_bench: importing mrl_core.bench (faiss, pandas) here would slow every command.
+    bench.add_argument("--precisions", type=_str_list, default=None,
+                       help="default: every precision the bench supports (mrl_core.bench.BENCH_PRECISIONS)")
     bench.add_argument("--query-count", type=int, default=100, help="single queries timed per configuration")
     bench.add_argument("--batch-size", type=int, default=64, help="queries per call for throughput")
     bench.add_argument("--threads", type=int, default=1, help="FAISS/BLAS threads (1: a single query's scan uses one)")

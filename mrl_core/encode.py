@@ -51,7 +51,10 @@ def model_fingerprint(spec: str) -> str:
         return _hash_folder(path)
     if path.is_file():
         return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    raise ValueError(f"model {spec!r}: expected 'base', a saved sentence-transformers folder or a saved adaptor file")
+    raise ValueError(
+        f"model {spec!r}: no such file or folder ({path}); expected 'base', 'precomputed', a saved "
+        "sentence-transformers folder or a saved adaptor file"
+    )
 
 
 _models: dict[str, object] = {}
@@ -128,7 +131,8 @@ def embed_dataset(dataset: RetrievalDataset, spec: str, progress: Progress | Non
     """Full-width embeddings of a dataset under a model spec, from the disk cache when there.
 
     Precomputed datasets use their own vectors (``spec`` must be ``precomputed`` or an adaptor,
-    which is applied on top). Text datasets are encoded once per (model, dataset) fingerprint.
+    which is applied on top). Corpus and query texts are each cached under the model's fingerprint and
+    a hash of the texts, so a text list already encoded by this model, in any dataset, is not encoded again.
     """
     if is_adaptor(spec):
         from mrl_core.adaptor import load_adaptor
@@ -142,7 +146,7 @@ def embed_dataset(dataset: RetrievalDataset, spec: str, progress: Progress | Non
             model_fingerprint=model_fingerprint(spec),
         )
     if dataset.is_precomputed:
-        if spec not in ("precomputed",):
+        if spec != "precomputed":
             raise ValueError(
                 f"{dataset.source}: this dataset holds precomputed embeddings; use model 'precomputed' "
                 f"or an adaptor trained on them, not {spec!r}"

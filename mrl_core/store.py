@@ -221,10 +221,10 @@ class ResultStore:
         if table not in TABLE_COLUMNS:
             raise ValueError(f"table={table!r}: expected one of {sorted(TABLE_COLUMNS)}")
         columns = TABLE_COLUMNS[table]
-        for row in rows:
+        for index, row in enumerate(rows):
             unknown = set(row) - set(columns)
             if unknown:
-                raise ValueError(f"{table} row has unknown fields {sorted(unknown)}; allowed: {columns}")
+                raise ValueError(f"{table} row {index}: unknown fields {sorted(unknown)}; allowed: {columns}")
         values = [
             [run_id] + [json.dumps(row.get(c)) if c in JSON_COLUMNS and row.get(c) is not None else row.get(c) for c in columns]
             for row in rows
