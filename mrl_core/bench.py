@@ -19,20 +19,19 @@ import numpy as np
 import pandas as pd
 
 from mrl_core.cost import index_bytes_per_vector
+from mrl_core.encode import Progress
 from mrl_core.evaluate import RESCORE_MULTIPLIER, rescore_shortlist
 from mrl_core.funnel import renormalised_prefix, search_threads
+from mrl_core.widths import PRECISIONS
 
 BenchIndexType = Literal["flat", "binary", "hnsw"]
 BENCH_INDEX_TYPES: tuple[str, ...] = get_args(BenchIndexType)
-BenchPrecision = Literal["fp32", "fp16", "int8", "binary", "binary+rescore"]
-BENCH_PRECISIONS: tuple[str, ...] = get_args(BenchPrecision)
+BENCH_PRECISIONS: tuple[str, ...] = PRECISIONS
 SUPPORTED = {"flat": ("fp32", "fp16", "int8"), "binary": ("binary", "binary+rescore"), "hnsw": ("fp32",)}
 """Which precisions each index type holds: flat scans of fp32/fp16/SQ8 codes, a bit scan (alone, or with its
 shortlist of ``RESCORE_MULTIPLIER`` x k rescored by the float query against the same bits), HNSW over fp32."""
 FitForm = Literal["linear", "log"]
 Metric = Literal["p50_ms", "p95_ms"]
-
-Progress = Callable[[int, int], None]
 
 
 def bench_configs(index_types: Sequence[str], precisions: Sequence[str]) -> list[tuple[str, str]]:
@@ -374,6 +373,8 @@ def run_bench(
         else:
             usable_widths.append(width)
 
+    # Queries do not depend on the corpus size, so each width's prefixes serve every size.
+    query_prefixes = {width: renormalised_prefix(queries, width) for width in usable_widths}
     rows: list[dict] = []
     total = len(sizes) * len(usable_widths) * len(configs)
     done = 0
@@ -382,7 +383,7 @@ def run_bench(
             corpus, enlarge_details = enlarge_corpus(corpus_embeddings, corpus_size, noise_scale=noise_scale, seed=seed)
             for width in usable_widths:
                 prefix = renormalised_prefix(corpus, width)
-                query_prefix = renormalised_prefix(queries, width)
+                query_prefix = query_prefixes[width]
                 for index_type, precision in configs:
                     done += 1
                     reason = None

@@ -21,6 +21,8 @@ from typing import Callable, Iterator, Literal, Sequence, get_args
 import faiss
 import numpy as np
 
+from mrl_core.widths import truncate
+
 StageIndexType = Literal["flat", "binary", "hnsw"]
 STAGE_INDEX_TYPES: tuple[str, ...] = get_args(StageIndexType)
 STAGE_PRECISION = {"flat": "fp32", "binary": "binary", "hnsw": "fp32"}
@@ -35,7 +37,10 @@ REFERENCE_SHORTLISTS = (200, 100, 50, 25)
 
 Progress = Callable[[int, int], None]
 RESCORE_BLOCK_FLOATS = 32 * 2**20
+"""Floats gathered per rescore block (128 MB); longer query batches are split into chunks."""
 DENSE_RESCORE_RATIO = 8
+"""A batch rescore multiplies by the whole corpus instead of gathering rows when the corpus is at most
+this many times the shortlist."""
 
 
 @contextmanager
@@ -200,10 +205,14 @@ def prefix_norms(matrix: np.ndarray, widths: Sequence[int] | None = None, chunk_
 
 
 def renormalised_prefix(matrix: np.ndarray, width: int, norms: np.ndarray | None = None) -> np.ndarray:
-    """The first ``width`` columns of each row divided by their norm (zero rows stay zero), float32."""
-    prefix = np.array(matrix[:, :width], dtype=np.float32)
+    """The first ``width`` columns of each row divided by their norm (zero rows stay zero), float32.
+
+    ``norms`` are the rows' ``width``-prefix norms when already known (``prefix_norms``); None computes
+    them, which is ``mrl_core.widths.truncate``.
+    """
     if norms is None:
-        norms = np.linalg.norm(prefix, axis=1)
+        return truncate(matrix, width)
+    prefix = np.array(matrix[:, :width], dtype=np.float32)
     prefix /= np.where(norms > 0, norms, 1.0)[:, None]
     return prefix
 
@@ -410,22 +419,7 @@ def time_funnel(searcher: FunnelSearcher, queries: np.ndarray, funnel: Funnel) -
     Returns:
         {"p50_ms", "p95_ms", "stage_p50_ms": [per stage], "query_count"}.
     """
-    searcher.prepare(funnel)
-    queries = _query_matrix(queries, searcher.width)
-    searcher.search(queries[:1], funnel)
-    totals_ms, stages_ms = [], []
-    for query in queries:
-        start = time.perf_counter()
-        result = searcher.search(query[None, :], funnel)
-        totals_ms.append((time.perf_counter() - start) * 1000)
-        stages_ms.append(result.stage_ms)
-    p50_ms, p95_ms = _percentiles(totals_ms)
-    return {
-        "p50_ms": p50_ms,
-        "p95_ms": p95_ms,
-        "stage_p50_ms": [float(value) for value in np.percentile(np.array(stages_ms), 50, axis=0)],
-        "query_count": len(totals_ms),
-    }
+    return time_round_robin(searcher, queries, [funnel], rounds=1)[0]
 
 
 def time_round_robin(searcher: FunnelSearcher, queries: np.ndarray, funnels: Sequence[Funnel], rounds: int = 3) -> list[dict]:
@@ -687,7 +681,7 @@ class FunnelTuner:
         Exhaustive stage 1s (flat, binary) are searched once at the largest shortlist and sliced, since
         their top s is the first s of their top max (up to the order of exact ties).
         """
-        full_width, k, target = searcher.width, int(self.k), self.target_recall
+        full_width, k = searcher.width, int(self.k)
         max_shortlist = min(int(self.max_shortlist_size), searcher.corpus_size)
         grid = shortlist_grid(k, max_shortlist)
         last = FunnelStage(full_width, k)
@@ -843,7 +837,7 @@ def live_query(
 
 
 # -- store and encoding glue -------------------------------------------------------------------------
-def funnel_rows(tuner: FunnelTuner, *, batch_size: int = 1) -> list[dict]:
+def funnel_rows(tuner: FunnelTuner) -> list[dict]:
     """Rows for the store's ``funnels`` table: the tuner's frontier, the pick marked ``chosen``."""
     exact_p50_ms = tuner.exact_timing_["p50_ms"]
     rows = []
@@ -871,7 +865,8 @@ def funnel_rows(tuner: FunnelTuner, *, batch_size: int = 1) -> list[dict]:
                     "reference": entry["reference"],
                     "exact": entry["exact"],
                     "exact_p95_ms": tuner.exact_timing_["p95_ms"],
-                    "batch_size": batch_size,
+                    # The tuner times every funnel one query per call (``time_funnel``, ``time_round_robin``).
+                    "batch_size": 1,
                     "threads": tuner.threads_,
                     "faiss_version": faiss.__version__,
                 },
