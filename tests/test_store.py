@@ -96,7 +96,10 @@ def test_concurrent_writer_processes_lose_no_row(tmp_path):
     path = tmp_path / "shared.duckdb"
     runs_per_writer = 15
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"writer{i}", str(runs_per_writer)], cwd=ROOT)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), f"writer{i}", str(runs_per_writer)],
+            cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        )
         for i in range(3)
     ]
     reader = ResultStore(path, lock_timeout_s=120)
@@ -104,7 +107,8 @@ def test_concurrent_writer_processes_lose_no_row(tmp_path):
     while any(writer.poll() is None for writer in writers):
         reader.list_runs()  # a reader in the middle of the writers must not crash either
         reads += 1
-    assert [writer.returncode for writer in writers] == [0, 0, 0]
+    errors = [writer.stderr.read() for writer in writers]
+    assert [writer.returncode for writer in writers] == [0, 0, 0], errors
     runs = reader.list_runs()
     assert len(runs) == 3 * runs_per_writer
     assert set(runs["status"]) == {"finished"}
