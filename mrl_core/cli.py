@@ -20,6 +20,13 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _str_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -280,7 +287,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         dataset = split_pairs(dataset)
     params = {"epochs": args.epochs, "learning_rate": args.learning_rate, "overwrite": args.overwrite}
     if args.mode == "full":
-        params["batch_size"] = args.batch_size
+        params.update(
+            batch_size=args.batch_size, dim_weights=args.dim_weights, distill_weight=args.distill_weight,
+            max_seq_length=args.max_seq_length,
+        )
     run_id, summary = run_training(
         dataset,
         args.model,
@@ -365,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None, help="default: 1 for full, 4 for adaptor")
     train.add_argument("--batch-size", type=int, default=32, help="full mode: pairs per batch (in-batch negatives)")
     train.add_argument("--learning-rate", type=float, default=None, help="default: 2e-5 for full, 1e-3 for adaptor")
+    train.add_argument("--dim-weights", type=_float_list, default=None,
+                       help="full mode: loss weight per --dims entry, e.g. 1,1,2,4,4,2,1 (default: all 1)")
+    train.add_argument("--distill-weight", type=float, default=None,
+                       help="full mode: pull each prefix's in-batch scores towards the full width's (default 0)")
+    train.add_argument("--max-seq-length", type=int, default=None,
+                       help="full mode: truncate training texts to this many tokens (the saved model keeps its own)")
     train.add_argument("--out", required=True, help="output folder (full) or .npz file (adaptor)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     train.set_defaults(handler=_cmd_train)
