@@ -289,7 +289,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.mode == "full":
         params.update(
             batch_size=args.batch_size, dim_weights=args.dim_weights, distill_weight=args.distill_weight,
-            max_seq_length=args.max_seq_length,
+            max_seq_length=args.max_seq_length, device=args.device,
         )
     run_id, summary = run_training(
         dataset,
@@ -381,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="full mode: pull each prefix's in-batch scores towards the full width's (default 0)")
     train.add_argument("--max-seq-length", type=int, default=None,
                        help="full mode: truncate training texts to this many tokens (the saved model keeps its own)")
+    train.add_argument("--device", default="cpu",
+                       help="full mode: PyTorch device to train on (cpu; cuda where a GPU is available)")
     train.add_argument("--out", required=True, help="output folder (full) or .npz file (adaptor)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     train.set_defaults(handler=_cmd_train)

@@ -195,6 +195,7 @@ def train_full(
     seed: int = 0,
     overwrite: bool = False,
     progress: Progress | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Fine-tune a sentence-transformers model with MatryoshkaLoss(MultipleNegativesRankingLoss).
 
@@ -214,6 +215,8 @@ def train_full(
         seed: seeds shuffling and PyTorch.
         overwrite: replace an existing ``out_dir`` (only once the new model is complete).
         progress: called as progress(steps_done, total_steps).
+        device: PyTorch device to train on: ``cpu`` (the default; everything here runs on a CPU) or, where
+            one is available, ``cuda``.
 
     Returns:
         The metadata written to ``mrl_training.json``: base model and fingerprint, dims, weights, dataset
@@ -264,7 +267,7 @@ def train_full(
         raise ValueError(f"model {base_model!r}: {model_path} is not a saved sentence-transformers folder")
 
     torch.manual_seed(seed)
-    model = SentenceTransformer(str(model_path), device="cpu")
+    model = SentenceTransformer(str(model_path), device=device)
     inference_max_seq_length = model.max_seq_length
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
@@ -312,7 +315,7 @@ def train_full(
             batch_sampler=BatchSamplers.NO_DUPLICATES,
             dataloader_drop_last=True,
             seed=seed,
-            use_cpu=True,
+            use_cpu=device == "cpu",
             logging_steps=1,
             save_strategy="no",
             report_to="none",
@@ -353,6 +356,7 @@ def train_full(
             "weight_decay": WEIGHT_DECAY,
             "max_grad_norm": MAX_GRAD_NORM,
             "torch_threads": torch.get_num_threads(),
+            "device": device,
         },
         "loss": "MatryoshkaLoss(MultipleNegativesRankingLoss" + (" + prefix distillation)" if distill_weight else ")"),
         "steps": total_steps,

@@ -59,6 +59,7 @@ def test_tiny_full_run_lowers_the_loss_and_saves_a_model_usable_at_every_width(t
     assert metadata["loss"] == "MatryoshkaLoss(MultipleNegativesRankingLoss + prefix distillation)"
     assert metadata["base_model"] == "base" and metadata["pairs"] == 4
     assert (metadata["params"]["max_seq_length"], metadata["params"]["inference_max_seq_length"]) == (16, 256)
+    assert metadata["params"]["device"] == "cpu"
 
     model = SentenceTransformer(str(out), device="cpu")
     assert model.max_seq_length == 256
