@@ -1,10 +1,10 @@
 """Auto-tuned funnel vs exact full-width search on a 1M-vector corpus of Matryoshka embeddings.
 
 The real SciFact corpus (5,183 documents) embedded by MODEL is enlarged to --corpus-size rows: the real
-rows first, unchanged, then (--enlarge mixture, the default) new vectors drawn in the BASE model's space
-from a Gaussian mixture fitted to the real base embeddings (k-means means, pooled full within-cluster
-covariance), renormalised and mapped through the adaptor like real rows
-(``mrl_core.bench.sample_mixture_corpus``). The cluster count is calibrated: the one whose synthetic rows'
+rows first, unchanged, then (--enlarge mixture, the default) new vectors drawn from a Gaussian mixture
+(k-means means, pooled full within-cluster covariance) fitted to the real embeddings: for an adaptor,
+in its BASE model's space, renormalised and mapped through the adaptor like real rows; for a
+fine-tuned model, in that model's own space (``mrl_core.bench.sample_mixture_corpus``). The cluster count is calibrated: the one whose synthetic rows'
 median nearest-neighbour cosine (among as many synthetic rows as there are real ones) is closest to the
 real rows' own. --enlarge noise keeps the older method, noisy copies of real rows
 (``mrl_core.bench.enlarge_corpus``), whose exact top-10 are near-duplicates ordered by isotropic noise.
@@ -41,8 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mrl_core.adaptor import load_adaptor  # noqa: E402
 from mrl_core.bench import enlarge_corpus, sample_mixture_corpus  # noqa: E402
+from mrl_core.cost import index_bytes_per_vector  # noqa: E402
 from mrl_core.data import load_dataset  # noqa: E402
-from mrl_core.encode import embed_dataset  # noqa: E402
+from mrl_core.encode import embed_dataset, is_adaptor  # noqa: E402
 from mrl_core.funnel import (  # noqa: E402
     FunnelSearcher,
     FunnelTuner,
@@ -113,7 +114,7 @@ def main() -> int:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"))
     parser.add_argument("--corpus-size", type=int, default=1_000_000)
     parser.add_argument("--enlarge", choices=["mixture", "noise"], default="mixture",
-                        help="mixture: Gaussian mixture in the adaptor's base space (needs an adaptor model); "
+                        help="mixture: Gaussian mixture fitted to the real embeddings (an adaptor's: in its base space); "
                              "noise: noisy copies of real rows")
     parser.add_argument("--clusters", default="256,512,1024,2048",
                         help="mixture cluster counts to calibrate over (one number: use it as is)")
@@ -125,6 +126,7 @@ def main() -> int:
     parser.add_argument("--max-shortlist-size", type=int, default=20000)
     parser.add_argument("--latency-queries", type=int, default=50, help="queries timed per candidate while tuning")
     parser.add_argument("--index-types", default="flat,binary,hnsw", help="stage-1 index types (HNSW is skipped above 50k rows)")
+    parser.add_argument("--precisions", default="fp32,fp16,int8,binary", help="stage-1 precisions (flat: fp32, fp16, int8)")
     parser.add_argument("--store", default=None, help="also save the tuned frontier to this results store")
     args = parser.parse_args()
 
@@ -144,6 +146,7 @@ def main() -> int:
         "target_recall": args.target_recall,
         "tune_target": args.tune_target,
         "index_types": args.index_types,
+        "precisions": args.precisions,
     }
     # The machine is shared: its load during the run says how much to trust the latencies.
     setup["uptime_before"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -157,14 +160,17 @@ def main() -> int:
     tune_queries, held_out = queries[:half], queries[half:]
     start = time.perf_counter()
     if args.enlarge == "mixture":
-        adaptor = load_adaptor(args.model)
-        base = embed_dataset(dataset, adaptor.base_model).corpus
+        if is_adaptor(args.model):
+            adaptor = load_adaptor(args.model)
+            base, transform = embed_dataset(dataset, adaptor.base_model).corpus, adaptor.transform
+        else:
+            base, transform = real, None
         candidates = [int(count) for count in args.clusters.split(",")]
-        cluster_count, medians = calibrate_cluster_count(base, adaptor.transform, candidates, seed=0)
+        cluster_count, medians = calibrate_cluster_count(base, transform or (lambda rows: rows), candidates, seed=0)
         print(f"calibration: median nearest-neighbour cosine at {len(base):,} rows: "
               + ", ".join(f"{key}: {value:.3f}" for key, value in medians.items()) + f" -> {cluster_count} clusters", flush=True)
         corpus, enlarge_details = sample_mixture_corpus(
-            base, args.corpus_size, transform=adaptor.transform, cluster_count=cluster_count, seed=0
+            base, args.corpus_size, transform=transform, cluster_count=cluster_count, seed=0
         )
         enlarge_details["calibration_median_neighbour_cosine"] = {str(key): value for key, value in medians.items()}
     else:
@@ -181,7 +187,8 @@ def main() -> int:
     searcher = FunnelSearcher(corpus)
     start = time.perf_counter()
     tuner = FunnelTuner(
-        args.tune_target, 10, index_types=args.index_types.split(","), max_shortlist_size=args.max_shortlist_size,
+        args.tune_target, 10, index_types=args.index_types.split(","), precisions=args.precisions.split(","),
+        max_shortlist_size=args.max_shortlist_size,
         latency_query_count=args.latency_queries, threads=threads,
     ).fit(searcher, tune_queries, progress=lambda done, total: print(f"  timed {done}/{total}", end="\r", flush=True))
     tuning_s = time.perf_counter() - start
@@ -211,7 +218,7 @@ def main() -> int:
     bandwidth["probes"] = 2
     print(f"memory bandwidth, best of the probes before and after timing: read {bandwidth['read_gb_s']:.1f} GB/s", flush=True)
     first = best.stages[0]
-    stage1_bytes = corpus.shape[0] * (first.width / 8 if first.precision == "binary" else 4 * first.width)
+    stage1_bytes = corpus.shape[0] * index_bytes_per_vector(first.width, first.precision, "binary" if first.precision == "binary" else "flat")
     stage1_ms = best_timing["stage_p50_ms"][0]
     scan_gb_s = stage1_bytes / (stage1_ms / 1000) / 1e9
     exact_scan_gb_s = corpus.nbytes / (exact_timing["p50_ms"] / 1000) / 1e9

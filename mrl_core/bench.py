@@ -21,7 +21,7 @@ import pandas as pd
 from mrl_core.cost import index_bytes_per_vector
 from mrl_core.encode import Progress
 from mrl_core.evaluate import RESCORE_MULTIPLIER, rescore_shortlist
-from mrl_core.funnel import renormalised_prefix, search_threads
+from mrl_core.funnel import Int8PrefixIndex, renormalised_prefix, scalar_quantizer_index, search_threads
 from mrl_core.widths import PRECISIONS
 
 BenchIndexType = Literal["flat", "binary", "hnsw"]
@@ -66,9 +66,7 @@ def build_index(prefix: np.ndarray, index_type: str, precision: str, *, hnsw_m: 
     elif precision == "fp32":
         index = faiss.IndexFlatIP(width)
     else:
-        quantizer = faiss.ScalarQuantizer.QT_fp16 if precision == "fp16" else faiss.ScalarQuantizer.QT_8bit
-        index = faiss.IndexScalarQuantizer(width, quantizer, faiss.METRIC_INNER_PRODUCT)
-        index.train(prefix)
+        return scalar_quantizer_index(prefix, precision)
     index.add(prefix)
     return index
 
@@ -77,6 +75,8 @@ def measured_bytes_per_vector(index) -> float:
     """Size of the serialised index divided by its vector count (headers included, negligible at scale)."""
     if isinstance(index, faiss.IndexBinary):
         return len(faiss.serialize_index_binary(index)) / index.ntotal
+    if isinstance(index, Int8PrefixIndex):
+        return index.serialized_bytes / index.ntotal
     return len(faiss.serialize_index(index)) / index.ntotal
 
 

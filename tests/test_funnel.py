@@ -6,6 +6,7 @@ from mrl_core.funnel import (
     FunnelSearcher,
     FunnelStage,
     FunnelTuner,
+    Int8PrefixIndex,
     _smallest_meeting,
     live_query,
     load_tuned_funnel,
@@ -72,10 +73,12 @@ def test_recall_at_k_on_a_hand_made_case():
     assert recall_at_k(found, exact, k=2) == pytest.approx(3 / 4)
 
 
-@pytest.mark.parametrize("index_type", ["flat", "binary"])
-def test_full_width_last_stage_over_the_whole_corpus_equals_exact_search(searcher, data, index_type):
+@pytest.mark.parametrize(
+    "index_type, precision", [("flat", "fp32"), ("flat", "fp16"), ("flat", "int8"), ("binary", "binary")]
+)
+def test_full_width_last_stage_over_the_whole_corpus_equals_exact_search(searcher, data, index_type, precision):
     corpus, queries = data
-    whole = Funnel((FunnelStage(8, len(corpus), index_type), FunnelStage(64, 10)))
+    whole = Funnel((FunnelStage(8, len(corpus), index_type, precision), FunnelStage(64, 10)))
     exact = searcher.exact_search(queries, 10)
     result = searcher.search(queries, whole)
     assert np.array_equal(result.ids, exact.ids)
@@ -101,6 +104,14 @@ def test_funnel_validation_and_round_trip():
         FunnelStage(12, 10, "binary")
     with pytest.raises(ValueError, match="index_type='ivf'"):
         FunnelStage(12, 10, "ivf")
+    with pytest.raises(ValueError, match="a binary stage stores one of \\['binary'\\]"):
+        FunnelStage(64, 10, "binary", "fp16")
+    with pytest.raises(ValueError, match="precision='int8'; only stage 1"):
+        Funnel((FunnelStage(16, 100), FunnelStage(64, 10, "flat", "int8")))
+    quantised = Funnel((FunnelStage(64, 2000, "flat", "int8"), FunnelStage(128, 200), FunnelStage(384, 10)))
+    assert quantised.describe() == "flat int8 64 -> 2000 | 128 -> 200 | 384 -> 10"
+    assert Funnel.from_dicts(quantised.to_dicts()) == quantised
+    assert quantised.to_dicts()[0]["precision"] == "int8" and quantised.stages[1].precision == "fp32"
     funnel = Funnel((FunnelStage(128, 400, "binary"), FunnelStage(384, 10)))
     assert Funnel.from_dicts(funnel.to_dicts()) == funnel
     assert funnel.to_dicts()[0] == {"width": 128, "precision": "binary", "index_type": "binary", "shortlist_size": 400}
@@ -143,11 +154,58 @@ def test_tuner_pick_meets_its_target(searcher, data):
     assert all(row["stages"][-1] == {"width": 64, "precision": "fp32", "index_type": "flat", "shortlist_size": 10} for row in two_stage)
 
 
+def test_quantised_stage_one_scores_approximate_the_float_prefix(searcher, data):
+    _, queries = data
+    float_ids, float_scores = searcher.first_stage(queries, FunnelStage(16, 50))
+    for precision, tolerance in (("fp16", 1e-3), ("int8", 0.05)):
+        ids, scores = searcher.first_stage(queries, FunnelStage(16, 50, "flat", precision))
+        assert recall_at_k(ids, float_ids) > 0.8
+        np.testing.assert_allclose(scores[:, 0], float_scores[:, 0], atol=tolerance)
+
+
+def test_int8_prefix_index_scores_approximate_float_inner_products():
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(500, 32)) * np.linspace(2.0, 0.2, 32)  # dimensions of very different ranges
+    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    queries = rows[:20] + 0.1 * rng.normal(size=(20, 32)).astype(np.float32)
+    index = Int8PrefixIndex(rows, chunk_rows=128)
+    scores, ids = index.search(queries, 5)
+    exact = queries @ rows.T
+    np.testing.assert_allclose(scores, np.take_along_axis(exact, ids, axis=1), atol=0.03)
+    assert recall_at_k(ids, np.argsort(-exact, axis=1)[:, :5]) >= 0.9
+    assert index.ntotal == 500 and 32 <= index.serialized_bytes / 500 < 33
+
+
+def test_binary_stage_one_selects_by_counting_for_long_shortlists(searcher, data):
+    """Above BINARY_HEAP_MAX_SHORTLIST the scan selects without a heap; the best distances are the same."""
+    _, queries = data
+    _, short_scores = searcher.first_stage(queries, FunnelStage(64, 10, "binary"))
+    long_ids, long_scores = searcher.first_stage(queries, FunnelStage(64, 500, "binary"))
+    np.testing.assert_array_equal(long_scores[:, :10], short_scores)
+    assert np.all(np.diff(long_scores, axis=1) <= 0) and (long_ids >= 0).all()
+    assert all(len(set(row.tolist())) == 500 for row in long_ids)
+
+
+def test_tuner_searches_only_the_precisions_asked_for(searcher, data):
+    corpus, queries = data
+    tuner = FunnelTuner(
+        target_recall=0.9, k=10, first_stage_widths=(8, 16), index_types=("flat",), precisions=("int8",),
+        latency_query_count=5, finalist_rounds=1, include_reference=False,
+    ).fit(searcher, queries[:20])
+    searched = [row for row in tuner.frontier_ if not row["exact"]]
+    assert searched and {row["stages"][0]["precision"] for row in searched} == {"int8"}
+    assert all(row["description"].startswith("flat int8 ") for row in searched)
+
+
 def test_tuner_rejects_bad_parameters(searcher, data):
     with pytest.raises(ValueError, match="target_recall=1.5"):
         FunnelTuner(target_recall=1.5).fit(searcher, data[1])
     with pytest.raises(ValueError, match="'pq' is not one of"):
         FunnelTuner(index_types=("pq",)).fit(searcher, data[1])
+    with pytest.raises(ValueError, match="'fp8' is not one of"):
+        FunnelTuner(precisions=("fp8",)).fit(searcher, data[1])
+    with pytest.raises(ValueError, match="leave no stage 1"):
+        FunnelTuner(index_types=("binary",), precisions=("int8",)).fit(searcher, data[1])
 
 
 def test_live_query_and_timing(searcher, data):

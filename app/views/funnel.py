@@ -20,6 +20,7 @@ from mrl_core.data import DatasetError
 from mrl_core.figures import funnel_stage_times
 from mrl_core.funnel import (
     STAGE_INDEX_TYPES,
+    STAGE_PRECISION_CHOICES,
     Funnel,
     FunnelTuner,
     encode_query,
@@ -117,10 +118,11 @@ if mode == "auto":
 else:
     start = tuned[0] if tuned else Funnel.reference(searcher.width, k)
     st.caption(
-        "Stage 1 may be flat, binary or hnsw; later stages rescore in fp32 and must be flat. Add or delete rows."
+        "Stage 1 may be flat (fp32, fp16 or int8 codes), binary or hnsw (fp32); later stages rescore in fp32 "
+        "and must be flat fp32. Add or delete rows."
     )
     edited = st.data_editor(
-        pd.DataFrame(start.to_dicts())[["width", "shortlist_size", "index_type"]],
+        pd.DataFrame(start.to_dicts())[["width", "shortlist_size", "index_type", "precision"]],
         num_rows="dynamic",
         key="funnel_stages",
         column_config={
@@ -128,7 +130,12 @@ else:
                 "Width", min_value=1, max_value=searcher.width, step=1, required=True
             ),
             "shortlist_size": st.column_config.NumberColumn("Keep (shortlist)", min_value=1, step=1, required=True),
-            "index_type": st.column_config.SelectboxColumn("Index", options=list(STAGE_INDEX_TYPES), required=True),
+            "index_type": st.column_config.SelectboxColumn(
+                "Index", options=list(STAGE_INDEX_TYPES), required=True, default="flat"
+            ),
+            "precision": st.column_config.SelectboxColumn(
+                "Precision", options=list(STAGE_PRECISION_CHOICES), required=True, default="fp32"
+            ),
         },
     )
     try:
