@@ -44,10 +44,10 @@ from mrl_core.bench import enlarge_corpus, sample_mixture_corpus  # noqa: E402
 from mrl_core.cost import index_bytes_per_vector  # noqa: E402
 from mrl_core.data import load_dataset  # noqa: E402
 from mrl_core.encode import embed_dataset, is_adaptor  # noqa: E402
+from mrl_core.metrics import fidelity_at_k  # noqa: E402
 from mrl_core.funnel import (  # noqa: E402
     FunnelSearcher,
     FunnelTuner,
-    recall_at_k,
     save_tuning,
     search_threads,
     time_round_robin,
@@ -199,7 +199,7 @@ def main() -> int:
     with search_threads(threads):
         exact_ids = searcher.exact_search(held_out, 10).ids
         funnel_ids = searcher.search(held_out, best).ids
-        held_out_recall = recall_at_k(funnel_ids, exact_ids, 10)
+        held_out_recall = fidelity_at_k(funnel_ids, exact_ids, 10)
         exact_funnel = type(best).exact(searcher.width, 10)
         best_timing, exact_timing = time_round_robin(searcher, held_out, [best, exact_funnel], rounds=2)
         # The real part: exact top-10 members that are real documents, and the same config on the real corpus alone.
@@ -210,7 +210,7 @@ def main() -> int:
             real_total += len(truth_real)
             real_hits += len(truth_real & set(found.tolist()))
         real_searcher = FunnelSearcher(real)
-        real_only_recall = recall_at_k(real_searcher.search(held_out, best).ids, real_searcher.exact_search(held_out, 10).ids, 10)
+        real_only_recall = fidelity_at_k(real_searcher.search(held_out, best).ids, real_searcher.exact_search(held_out, 10).ids, 10)
 
     # The CPU is shared and busy spells slow the probe: probe again after the timed searches, keep the best.
     bandwidth_after = read_bandwidth_gb_s()

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Literal, Sequence, get_args
 import faiss
 import numpy as np
 
+from mrl_core.metrics import fidelity_at_k
 from mrl_core.widths import truncate
 
 StageIndexType = Literal["flat", "binary", "hnsw"]
@@ -237,26 +238,6 @@ def renormalised_prefix(matrix: np.ndarray, width: int, norms: np.ndarray | None
     prefix = np.array(matrix[:, :width], dtype=np.float32)
     prefix /= np.where(norms > 0, norms, 1.0)[:, None]
     return prefix
-
-
-def recall_at_k(found_ids: np.ndarray, exact_ids: np.ndarray, k: int | None = None) -> float:
-    """Mean over queries of |found top-k ∩ exact top-k| / k (ids of -1 never count).
-
-    Example:
-        >>> recall_at_k(np.array([[1, 2, 3], [4, 5, 6]]), np.array([[3, 2, 9], [4, 5, 6]]))
-        0.8333333333333334
-    """
-    found_ids = np.atleast_2d(found_ids)
-    exact_ids = np.atleast_2d(exact_ids)
-    if found_ids.shape[0] != exact_ids.shape[0]:
-        raise ValueError(f"{found_ids.shape[0]} rows of found ids but {exact_ids.shape[0]} rows of exact ids")
-    k = exact_ids.shape[1] if k is None else int(k)
-    if found_ids.shape[0] == 0:
-        raise ValueError("recall needs at least one query")
-    hits = 0
-    for found, exact in zip(found_ids[:, :k], exact_ids[:, :k]):
-        hits += len(set(found[found >= 0].tolist()) & set(exact[exact >= 0].tolist()))
-    return hits / (k * found_ids.shape[0])
 
 
 class Int8PrefixIndex:
@@ -721,7 +702,7 @@ class FunnelTuner:
         candidates = self._candidates(searcher, queries, exact_ids)
         reference = Funnel.reference(full_width, k) if self.include_reference else None
         if reference is not None and reference not in candidates:
-            candidates[reference] = recall_at_k(searcher.search(queries, reference).ids, exact_ids, k)
+            candidates[reference] = fidelity_at_k(searcher.search(queries, reference).ids, exact_ids, k)
 
         latency_queries = queries[: self.latency_query_count]
         measured = []
@@ -820,7 +801,7 @@ class FunnelTuner:
                 return all_ids[:, :size]
 
         if width == last.width:
-            single_recall = recall_at_k(stage1_ids(k), exact_ids, k)
+            single_recall = fidelity_at_k(stage1_ids(k), exact_ids, k)
             if single_recall >= target:
                 found[Funnel((FunnelStage(width, k, index_type, precision),))] = single_recall
         if self.max_stages < 2:
@@ -861,7 +842,7 @@ class FunnelTuner:
 
             def recall_of(size: int) -> float:
                 final_ids, _ = searcher.rescore(queries, scored_ids[:, :size], last)
-                return recall_at_k(final_ids, exact_ids, k)
+                return fidelity_at_k(final_ids, exact_ids, k)
 
             size, recall = _smallest_meeting(sizes, recall_of, target)
             if size is None:
@@ -929,7 +910,7 @@ def live_query(
         "stage_ms": stage_ms,
         "funnel_ms": funnel_ms,
         "exact_ms": exact_ms,
-        "overlap_at_k": recall_at_k(funnel_ids[None, :], exact_ids[None, :], k),
+        "overlap_at_k": fidelity_at_k(funnel_ids[None, :], exact_ids[None, :], k),
         "speedup": exact_ms / funnel_ms if funnel_ms > 0 else None,
         "threads": used_threads,
         "faiss_version": faiss.__version__,

@@ -11,12 +11,12 @@ from mrl_core.funnel import (
     live_query,
     load_tuned_funnel,
     prefix_norms,
-    recall_at_k,
     renormalised_prefix,
     save_tuning,
     shortlist_grid,
     time_funnel,
 )
+from mrl_core.metrics import fidelity_at_k
 from mrl_core.store import ResultStore
 
 
@@ -65,12 +65,20 @@ def test_rescoring_with_prefix_norms_equals_explicit_renormalisation(searcher, d
         assert ids[row].tolist() == np.argsort(-explicit[row], kind="stable").tolist()
 
 
-def test_recall_at_k_on_a_hand_made_case():
+def test_recall_against_exact_search_on_a_hand_made_case():
+    """The funnel's recall@k is the overlap with exact search's top k (``metrics.fidelity_at_k``)."""
     found = np.array([[1, 2, 3], [4, 5, 6]])
     exact = np.array([[3, 2, 9], [4, 5, 6]])
-    assert recall_at_k(found, exact) == pytest.approx(5 / 6)
-    assert recall_at_k(np.array([[-1, -1, 9]]), np.array([[9, -1, 7]])) == pytest.approx(1 / 3)
-    assert recall_at_k(found, exact, k=2) == pytest.approx(3 / 4)
+    assert fidelity_at_k(found, exact, 3) == pytest.approx(5 / 6)
+    assert fidelity_at_k(found, exact, 2) == pytest.approx(3 / 4)
+    funnel = Funnel((FunnelStage(2, 3), FunnelStage(4, 2)))
+    corpus = np.array([[1, 0, 0, 0], [0.8, 0.6, 0, 0], [0.6, 0, 0.8, 0], [0, 1, 0, 0]], dtype=np.float32)
+    query = np.array([[0.6, 0, 0.8, 0]], dtype=np.float32)
+    searcher = FunnelSearcher(corpus)
+    # Stage 1 at 2 dims scores rows 0 and 2 at 1.0 (both (1, 0) there), row 1 at 0.8 and cuts row 3 (0.0);
+    # the full width then ranks row 2 (1.0) over row 0 (0.6) and row 1 (0.48): the exact top 2.
+    assert searcher.search(query, funnel).ids.tolist() == [[2, 0]]
+    assert fidelity_at_k(searcher.search(query, funnel).ids, searcher.exact_search(query, 2).ids, 2) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -89,8 +97,8 @@ def test_full_width_last_stage_over_the_whole_corpus_equals_exact_search(searche
 def test_short_prefix_shortlist_alone_misses_neighbours_that_rescoring_recovers(searcher, data):
     _, queries = data
     exact = searcher.exact_search(queries, 10).ids
-    alone = recall_at_k(searcher.search(queries, Funnel((FunnelStage(8, 10),))).ids, exact)
-    reranked = recall_at_k(searcher.search(queries, Funnel((FunnelStage(8, 400), FunnelStage(64, 10)))).ids, exact)
+    alone = fidelity_at_k(searcher.search(queries, Funnel((FunnelStage(8, 10),))).ids, exact, 10)
+    reranked = fidelity_at_k(searcher.search(queries, Funnel((FunnelStage(8, 400), FunnelStage(64, 10)))).ids, exact, 10)
     assert alone < 0.9
     assert reranked > alone
 
@@ -141,7 +149,7 @@ def test_tuner_pick_meets_its_target(searcher, data):
         latency_query_count=10, finalist_rounds=1,
     ).fit(searcher, queries)
     exact = searcher.exact_search(queries, 10).ids
-    assert recall_at_k(searcher.search(queries, tuner.best_).ids, exact) >= 0.95
+    assert fidelity_at_k(searcher.search(queries, tuner.best_).ids, exact, 10) >= 0.95
     assert len(tuner.best_.stages) <= 4
     assert sum(row["chosen"] for row in tuner.frontier_) == 1
     assert any(row["reference"] for row in tuner.frontier_) and any(row["exact"] for row in tuner.frontier_)
@@ -159,7 +167,7 @@ def test_quantised_stage_one_scores_approximate_the_float_prefix(searcher, data)
     float_ids, float_scores = searcher.first_stage(queries, FunnelStage(16, 50))
     for precision, tolerance in (("fp16", 1e-3), ("int8", 0.05)):
         ids, scores = searcher.first_stage(queries, FunnelStage(16, 50, "flat", precision))
-        assert recall_at_k(ids, float_ids) > 0.8
+        assert fidelity_at_k(ids, float_ids, 50) > 0.8
         np.testing.assert_allclose(scores[:, 0], float_scores[:, 0], atol=tolerance)
 
 
@@ -172,7 +180,7 @@ def test_int8_prefix_index_scores_approximate_float_inner_products():
     scores, ids = index.search(queries, 5)
     exact = queries @ rows.T
     np.testing.assert_allclose(scores, np.take_along_axis(exact, ids, axis=1), atol=0.03)
-    assert recall_at_k(ids, np.argsort(-exact, axis=1)[:, :5]) >= 0.9
+    assert fidelity_at_k(ids, np.argsort(-exact, axis=1)[:, :5], 5) >= 0.9
     assert index.ntotal == 500 and 32 <= index.serialized_bytes / 500 < 33
 
 
