@@ -248,9 +248,9 @@ class Int8PrefixIndex:
     calibrated int8 use), and the codes are stored as ``QT_8bit_direct_signed``, whose scan needs no
     per-dimension decoding: at 1M x 128 one query takes 4.4 ms against QT_8bit's 9.2 ms here, about
     80 % of this machine's read bandwidth. That kernel reads the query as int8 too, so the query is
-    divided by the scales and rounded on its own scale (which divides out again; it cannot change the
-    ranking); the centre's share of each score, the same for every row, is added back, so scores
-    approximate the float inner product.
+    divided by the scales, stretched so its largest entry is 127 and rounded (the stretch is divided
+    out of the scores again; the rounding is the second approximation); the centre's share of each
+    score, the same for every row, is added back, so scores approximate the float inner product.
 
     Args:
         rows: (vectors, width) float matrix (renormalised prefixes).
