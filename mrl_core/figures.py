@@ -335,7 +335,12 @@ def funnel_stage_times(result: dict):
     colours = ("#2F6FDE", "#6C9BEA", "#A9C4F3", "#D3E1F9")
     figure = go.Figure()
     for number, (stage, stage_ms) in enumerate(zip(result["stages"], result["stage_ms"]), start=1):
-        action = stage["index_type"] if number == 1 else "rescore"
+        if number > 1:
+            action = "rescore"
+        elif stage.get("precision", "fp32") in ("fp32", "binary"):
+            action = stage["index_type"]
+        else:
+            action = f"{stage['index_type']} {stage['precision']}"
         name = f"stage {number}: {action} {stage['width']} → keep {stage['shortlist_size']}"
         figure.add_trace(
             go.Bar(

@@ -315,6 +315,8 @@ def test_funnel_stage_times_stacks_the_stages_beside_exact_search():
     bars = [(trace.y[0], trace.x[0]) for trace in figure.data]
     assert bars == [("funnel", 0.2), ("funnel", 0.05), ("exact full width", 1.5)]
     assert figure.data[0].name == "stage 1: binary 64 → keep 100"
+    result["stages"][0] = {"width": 64, "index_type": "flat", "precision": "int8", "shortlist_size": 100}
+    assert funnel_stage_times(result).data[0].name == "stage 1: flat int8 64 → keep 100"
 
 
 def test_evaluate_benchmarks_widths_the_store_has_no_latency_for(seeded_store):

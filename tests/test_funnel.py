@@ -10,6 +10,7 @@ from mrl_core.funnel import (
     _smallest_meeting,
     live_query,
     load_tuned_funnel,
+    pick_fastest,
     prefix_norms,
     renormalised_prefix,
     save_tuning,
@@ -203,6 +204,13 @@ def test_tuner_searches_only_the_precisions_asked_for(searcher, data):
     searched = [row for row in tuner.frontier_ if not row["exact"]]
     assert searched and {row["stages"][0]["precision"] for row in searched} == {"int8"}
     assert all(row["description"].startswith("flat int8 ") for row in searched)
+
+
+def test_a_funnel_replaces_exact_search_only_when_clearly_faster():
+    exact, funnel = Funnel.exact(64), Funnel((FunnelStage(16, 100), FunnelStage(64, 10)))
+    assert pick_fastest({funnel: {"p50_ms": 0.5}, exact: {"p50_ms": 1.0}}, exact) == funnel
+    assert pick_fastest({funnel: {"p50_ms": 0.95}, exact: {"p50_ms": 1.0}}, exact) == exact
+    assert pick_fastest({funnel: {"p50_ms": 2.0}, exact: {"p50_ms": 1.0}}, exact) == exact
 
 
 def test_tuner_rejects_bad_parameters(searcher, data):
