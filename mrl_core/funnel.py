@@ -619,6 +619,9 @@ class FunnelTuner:
         finalist_rounds: passes over the latency queries in the final round robin.
         hnsw_m: HNSW neighbours per node.
         hnsw_max_corpus_size: above this corpus size HNSW is skipped (building it costs minutes here).
+        hnsw_widths: stage-1 widths HNSW is tried at (None: ``first_stage_widths``); each is one index
+            to build, the slow part on a large corpus. Indexes already built in a ``FunnelSearcher``
+            passed to ``fit`` (``prepare``, e.g. with more threads) are reused.
         hnsw_max_shortlist_size: largest HNSW stage-1 shortlist (and efSearch) tried.
         include_reference: also measure the MRL paper's funnel.
         threads: FAISS/BLAS threads while fitting (see ``search_threads``); None leaves them as they are.
@@ -649,6 +652,7 @@ class FunnelTuner:
         hnsw_m: int = 32,
         hnsw_max_corpus_size: int = 50_000,
         hnsw_max_shortlist_size: int = 1000,
+        hnsw_widths: Sequence[int] | None = None,
         include_reference: bool = True,
         threads: int | None = 1,
     ):
@@ -665,6 +669,7 @@ class FunnelTuner:
         self.hnsw_m = hnsw_m
         self.hnsw_max_corpus_size = hnsw_max_corpus_size
         self.hnsw_max_shortlist_size = hnsw_max_shortlist_size
+        self.hnsw_widths = hnsw_widths
         self.include_reference = include_reference
         self.threads = threads
 
@@ -784,7 +789,10 @@ class FunnelTuner:
                 )
                 continue
             for precision in [p for p in STAGE_PRECISIONS[index_type] if p in self.precisions]:
-                for width in sorted(set(int(w) for w in self.first_stage_widths)):
+                widths = self.first_stage_widths
+                if index_type == "hnsw" and self.hnsw_widths is not None:
+                    widths = self.hnsw_widths
+                for width in sorted(set(int(w) for w in widths)):
                     if width > full_width or (index_type == "binary" and width % 8):
                         self.skipped_.append(f"{index_type} {width}: not a usable width for a {full_width}-d corpus")
                         continue

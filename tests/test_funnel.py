@@ -206,6 +206,17 @@ def test_tuner_searches_only_the_precisions_asked_for(searcher, data):
     assert all(row["description"].startswith("flat int8 ") for row in searched)
 
 
+def test_tuner_tries_hnsw_only_at_its_own_widths(searcher, data):
+    _, queries = data
+    tuner = FunnelTuner(
+        target_recall=0.9, k=10, first_stage_widths=(16, 32), index_types=("flat", "hnsw"), precisions=("fp32",),
+        hnsw_widths=(32,), latency_query_count=5, finalist_rounds=1, include_reference=False,
+    ).fit(searcher, queries[:20])
+    first_stages = {(row["stages"][0]["index_type"], row["stages"][0]["width"]) for row in tuner.frontier_ if not row["exact"]}
+    assert {width for index_type, width in first_stages if index_type == "hnsw"} == {32}
+    assert {width for index_type, width in first_stages if index_type == "flat"} == {16, 32}
+
+
 def test_a_funnel_replaces_exact_search_only_when_clearly_faster():
     exact, funnel = Funnel.exact(64), Funnel((FunnelStage(16, 100), FunnelStage(64, 10)))
     assert pick_fastest({funnel: {"p50_ms": 0.5}, exact: {"p50_ms": 1.0}}, exact) == funnel
