@@ -4,18 +4,22 @@ The real SciFact corpus (5,183 documents) embedded by MODEL is enlarged to --cor
 rows first, unchanged, then (--enlarge mixture, the default) new vectors drawn from a Gaussian mixture
 (k-means means, pooled full within-cluster covariance) fitted to the real embeddings: for an adaptor,
 in its BASE model's space, renormalised and mapped through the adaptor like real rows; for a
-fine-tuned model, in that model's own space (``mrl_core.bench.sample_mixture_corpus``). The cluster count is calibrated: the one whose synthetic rows'
-median nearest-neighbour cosine (among as many synthetic rows as there are real ones) is closest to the
-real rows' own. --enlarge noise keeps the older method, noisy copies of real rows
-(``mrl_core.bench.enlarge_corpus``), whose exact top-10 are near-duplicates ordered by isotropic noise.
-The SciFact test queries are split in two: the first half tunes the funnel (``FunnelTuner``, to
---tune-target, a margin above --target-recall), the second half, never seen by the tuner, measures
-recall@10 against exact search and single-query latency of the pick vs exact search (timed in turn, one
-thread, batch size 1). Recall is also checked on the real part: how many of the exact top-10 are real
-documents, the share of those the funnel returns, and the pick's config run on the real corpus alone.
-Stage 1's scan rate is compared with this machine's memory read bandwidth, probed here with numpy before
-and after the timed searches (the CPU is shared; the better probe counts). The load (``uptime``) before
-and after is recorded.
+fine-tuned model, in that model's own space (``mrl_core.bench.sample_mixture_corpus``). The cluster
+count is calibrated: the one whose synthetic rows' median nearest-neighbour cosine (among as many
+synthetic rows as there are real ones) is closest to the real rows' own. --enlarge noise keeps the
+older method, noisy copies of real rows (``mrl_core.bench.enlarge_corpus``), whose exact top-10 are
+near-duplicates ordered by isotropic noise.
+HNSW and IVF stage 1s are built at --hnsw-widths / --ivf-widths before tuning, on every core (the
+tuner times with one thread and would build them on one). The SciFact test queries are split in two:
+the first half tunes the funnel (``FunnelTuner``, to --tune-target, a margin above --target-recall),
+the second half, never seen by the tuner, measures recall@10 against exact search and single-query
+latency of the pick vs exact search (timed in turn, one thread, batch size 1). Recall is also checked
+on the real part: how many of the exact top-10 are real documents, the share of those the funnel
+returns, and the pick's config run on the real corpus alone. Stage 1's scan rate (of the pick, or of
+the fastest funnel meeting the target whose stage 1 scans the whole corpus when the pick's searches
+a graph or lists) is compared with this machine's memory read bandwidth, probed here with numpy before
+and after the timed searches (the CPU is shared; the better probe counts). The load (``uptime``)
+before and after is recorded.
 
     python experiments/funnel_1m.py --model models/scifact_adaptor.npz [--corpus-size 1000000]
 
@@ -127,9 +131,11 @@ def main() -> int:
                              "smallest passing shortlists fit the tuning queries a little too well)")
     parser.add_argument("--max-shortlist-size", type=int, default=20000)
     parser.add_argument("--latency-queries", type=int, default=50, help="queries timed per candidate while tuning")
-    parser.add_argument("--index-types", default="flat,binary,hnsw", help="stage-1 index types")
+    parser.add_argument("--index-types", default="flat,binary,hnsw,ivf", help="stage-1 index types")
     parser.add_argument("--hnsw-widths", default="64,128",
                         help="widths HNSW stage 1s are built at (before tuning, on every core: ~1.5 min each at 1M)")
+    parser.add_argument("--ivf-widths", default="64,128",
+                        help="widths IVF stage 1s are built at (4*sqrt(N) lists, k-means on 64 rows per list, every core)")
     parser.add_argument("--hnsw-m", type=int, default=32)
     parser.add_argument("--hnsw-ef-construction", type=int, default=80)
     parser.add_argument("--precisions", default="fp32,fp16,int8,binary", help="stage-1 precisions (flat: fp32, fp16, int8)")
@@ -154,6 +160,7 @@ def main() -> int:
         "index_types": args.index_types,
         "precisions": args.precisions,
         "hnsw": {"widths": args.hnsw_widths, "m": args.hnsw_m, "ef_construction": args.hnsw_ef_construction},
+        "ivf_widths": args.ivf_widths,
     }
     # The machine is shared: its load during the run says how much to trust the latencies.
     setup["uptime_before"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -192,21 +199,28 @@ def main() -> int:
     )
 
     searcher = FunnelSearcher(corpus, hnsw_m=args.hnsw_m, hnsw_ef_construction=args.hnsw_ef_construction)
-    hnsw_widths = [int(width) for width in args.hnsw_widths.split(",") if width.strip()]
-    hnsw_build_s = {}
-    if "hnsw" in args.index_types.split(","):
-        # Built here on every core; the tuner (one thread) reuses them.
-        with search_threads(os.cpu_count()):
-            for width in hnsw_widths:
+    index_widths = {
+        index_type: [int(width) for width in widths.split(",") if width.strip()]
+        for index_type, widths in (("hnsw", args.hnsw_widths), ("ivf", args.ivf_widths))
+    }
+    build_s = {}
+    # Graph and list indexes are built here on every core; the tuner (one thread) reuses them.
+    with search_threads(os.cpu_count()):
+        for index_type, widths in index_widths.items():
+            if index_type not in args.index_types.split(","):
+                continue
+            for width in widths:
                 start = time.perf_counter()
-                searcher.prepare(Funnel((FunnelStage(width, 10, "hnsw"),)))
-                hnsw_build_s[width] = time.perf_counter() - start
-                print(f"HNSW{args.hnsw_m} over {corpus.shape[0]:,} x {width} built in {hnsw_build_s[width]:.0f} s "
-                      f"({os.cpu_count()} threads, efConstruction {args.hnsw_ef_construction})", flush=True)
+                searcher.prepare(Funnel((FunnelStage(width, 10, index_type, probes=1 if index_type == "ivf" else None),)))
+                build_s[f"{index_type} {width}"] = time.perf_counter() - start
+                print(f"{index_type} over {corpus.shape[0]:,} x {width} built in {build_s[f'{index_type} {width}']:.0f} s "
+                      f"({os.cpu_count()} threads; HNSW M {args.hnsw_m}, efConstruction {args.hnsw_ef_construction}; "
+                      f"IVF {searcher.ivf_lists} lists)", flush=True)
     start = time.perf_counter()
     tuner = FunnelTuner(
         args.tune_target, 10, index_types=args.index_types.split(","), precisions=args.precisions.split(","),
-        max_shortlist_size=args.max_shortlist_size, hnsw_widths=hnsw_widths, hnsw_max_corpus_size=corpus.shape[0],
+        max_shortlist_size=args.max_shortlist_size, hnsw_widths=index_widths["hnsw"], ivf_widths=index_widths["ivf"],
+        hnsw_max_corpus_size=corpus.shape[0],
         latency_query_count=args.latency_queries, threads=threads,
     ).fit(searcher, tune_queries, progress=lambda done, total: print(f"  timed {done}/{total}", end="\r", flush=True))
     tuning_s = time.perf_counter() - start
@@ -235,14 +249,14 @@ def main() -> int:
     bandwidth = {key: max(value, bandwidth_after[key]) if key.endswith("_gb_s") else value for key, value in bandwidth.items()}
     bandwidth["probes"] = 2
     print(f"memory bandwidth, best of the probes before and after timing: read {bandwidth['read_gb_s']:.1f} GB/s", flush=True)
-    # Scan rate of stage 1: the pick's, or when the pick's stage 1 is a graph search (no scan), that of
-    # the fastest funnel meeting the target whose stage 1 scans (its tuning timings).
-    if best.stages[0].index_type != "hnsw":
+    # Scan rate of stage 1: the pick's, or when the pick's stage 1 is a graph or list search (no whole
+    # scan), that of the fastest funnel meeting the target whose stage 1 scans (its tuning timings).
+    if best.stages[0].index_type not in ("hnsw", "ivf"):
         scan_description, first, stage1_ms = best.describe(), best.stages[0], best_timing["stage_p50_ms"][0]
     else:
         scanning = min(
             (row for row in tuner.frontier_
-             if row["meets_target"] and not row["exact"] and row["stages"][0]["index_type"] != "hnsw"),
+             if row["meets_target"] and not row["exact"] and row["stages"][0]["index_type"] not in ("hnsw", "ivf")),
             key=lambda row: row["p50_ms"],
         )
         scan_description, first, stage1_ms = (
@@ -260,7 +274,7 @@ def main() -> int:
         "enlarge": enlarge_details,
         "bandwidth": bandwidth,
         "tuning_s": tuning_s,
-        "hnsw_build_s": hnsw_build_s,
+        "index_build_s": build_s,
         "tune_query_count": len(tune_queries),
         "held_out_query_count": len(held_out),
         "chosen": best.to_dicts(),

@@ -3,11 +3,11 @@
 A funnel is an ordered list of stages. Stage 1 searches the whole corpus through a FAISS index on the
 renormalised prefix of its width: ``flat`` (an exhaustive inner-product scan over fp32 prefixes, what
 ``IndexFlatIP`` runs, or over fp16 or int8 codes of them), ``binary`` (``IndexBinaryFlat`` over the
-prefix's sign bits, Hamming distance) or ``hnsw`` (``IndexHNSWFlat``, inner product). Every later
-stage rescores only the previous shortlist with a wider renormalised prefix of the same stored
-full-width vector (a numpy gather and matmul); the last stage's shortlist is the answer. Prefix
-norms come from cumulative sums of squares, so a later stage never needs a renormalised copy of the
-corpus.
+prefix's sign bits, Hamming distance), ``hnsw`` (``IndexHNSWFlat``, inner product) or ``ivf``
+(``IndexIVFFlat``, inner product over the lists nearest the query). Every later stage rescores only
+the previous shortlist with a wider renormalised prefix of the same stored full-width vector (a numpy
+gather and matmul); the last stage's shortlist is the answer. Prefix norms come from cumulative sums
+of squares, so a later stage never needs a renormalised copy of the corpus.
 
 ``FunnelTuner`` measures which funnel is fastest at a target recall@k against exact full-width search.
 """
@@ -22,12 +22,13 @@ from typing import Callable, Iterator, Literal, Sequence, get_args
 import faiss
 import numpy as np
 
+from mrl_core.cost import default_ivf_nlist
 from mrl_core.metrics import fidelity_at_k
 from mrl_core.widths import truncate
 
-StageIndexType = Literal["flat", "binary", "hnsw"]
+StageIndexType = Literal["flat", "binary", "hnsw", "ivf"]
 STAGE_INDEX_TYPES: tuple[str, ...] = get_args(StageIndexType)
-STAGE_PRECISIONS = {"flat": ("fp32", "fp16", "int8"), "binary": ("binary",), "hnsw": ("fp32",)}
+STAGE_PRECISIONS = {"flat": ("fp32", "fp16", "int8"), "binary": ("binary",), "hnsw": ("fp32",), "ivf": ("fp32",)}
 """What each stage-1 index can store (the first is its default); later stages always rescore in fp32."""
 STAGE_PRECISION_CHOICES: tuple[str, ...] = tuple(
     dict.fromkeys(precision for allowed in STAGE_PRECISIONS.values() for precision in allowed)
@@ -39,6 +40,8 @@ that way and 8.5 ms with the heap, while a 10-row one costs 2.0 ms with the heap
 
 MIN_SPEEDUP_OVER_EXACT = 1.1
 """The tuner picks a funnel over exact search only when its retimed p50 is at least this much faster."""
+IVF_PROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+"""Lists probed per query that the tuner tries for an IVF stage 1 (those above the list count are skipped)."""
 DEFAULT_FIRST_STAGE_WIDTHS = (8, 16, 32, 64, 128, 256, 384)
 INTERMEDIATE_WIDTHS = (16, 32, 64, 128, 256)
 """Widths the tuner tries for stages between stage 1 and the full-width last stage."""
@@ -82,16 +85,18 @@ def search_threads(threads: int | None) -> Iterator[None]:
 class FunnelStage:
     """One stage: keep the best ``shortlist_size`` rows scored at ``width`` dimensions.
 
-    ``index_type`` and ``precision`` only matter for stage 1, which searches the whole corpus (a flat
-    scan over fp32, fp16 or int8 prefixes, a Hamming scan over sign bits, or HNSW over fp32); later
-    stages rescore the previous shortlist in fp32 and must say ``flat``/``fp32``. ``precision`` defaults
-    to the index type's first of ``STAGE_PRECISIONS``.
+    ``index_type``, ``precision`` and ``probes`` only matter for stage 1, which searches the whole
+    corpus (a flat scan over fp32, fp16 or int8 prefixes, a Hamming scan over sign bits, HNSW over
+    fp32, or IVF over fp32 scanning the ``probes`` lists nearest the query); later stages rescore the
+    previous shortlist in fp32 and must say ``flat``/``fp32``. ``precision`` defaults to the index
+    type's first of ``STAGE_PRECISIONS``; ``probes`` is required for IVF and refused otherwise.
     """
 
     width: int
     shortlist_size: int
     index_type: StageIndexType = "flat"
     precision: str | None = None
+    probes: int | None = None
 
     def __post_init__(self) -> None:
         if self.index_type not in STAGE_INDEX_TYPES:
@@ -109,14 +114,23 @@ class FunnelStage:
             raise ValueError(f"shortlist_size={self.shortlist_size!r}: expected a positive number of rows")
         if self.index_type == "binary" and self.width % 8:
             raise ValueError(f"width={self.width}: a binary stage needs a multiple of 8 bits")
+        if self.index_type == "ivf":
+            if self.probes is None or int(self.probes) < 1:
+                raise ValueError(f"probes={self.probes!r}: an ivf stage needs a positive number of lists to probe")
+            object.__setattr__(self, "probes", int(self.probes))
+        elif self.probes is not None:
+            raise ValueError(f"probes={self.probes!r}: only an ivf stage probes lists")
 
     def to_dict(self) -> dict:
-        return {
+        stage = {
             "width": int(self.width),
             "precision": self.precision,
             "index_type": self.index_type,
             "shortlist_size": int(self.shortlist_size),
         }
+        if self.probes is not None:
+            stage["probes"] = self.probes
+        return stage
 
 
 @dataclass(frozen=True)
@@ -156,7 +170,7 @@ class Funnel:
             tuple(
                 FunnelStage(
                     int(stage["width"]), int(stage["shortlist_size"]), stage.get("index_type", "flat"),
-                    stage.get("precision"),
+                    stage.get("precision"), stage.get("probes"),
                 )
                 for stage in stages
             )
@@ -172,6 +186,8 @@ class Funnel:
                 label = f"{stage.index_type} {stage.width}"
             else:
                 label = f"{stage.index_type} {stage.precision} {stage.width}"
+            if stage.probes is not None:
+                label += f" (probe {stage.probes})"
             parts.append(f"{label} -> {stage.shortlist_size}")
         return " | ".join(parts)
 
@@ -325,7 +341,9 @@ class FunnelSearcher:
         ValueError: if the corpus is empty, not 2-D, or its rows are not unit norm.
     """
 
-    def __init__(self, corpus: np.ndarray, *, hnsw_m: int = 32, hnsw_ef_construction: int = 80):
+    def __init__(
+        self, corpus: np.ndarray, *, hnsw_m: int = 32, hnsw_ef_construction: int = 80, ivf_lists: int | None = None
+    ):
         corpus = np.ascontiguousarray(corpus, dtype=np.float32)
         if corpus.ndim != 2 or corpus.shape[0] == 0:
             raise ValueError(f"corpus: expected a non-empty (documents, width) matrix, got shape {corpus.shape}")
@@ -333,6 +351,7 @@ class FunnelSearcher:
         self.corpus_size, self.width = corpus.shape
         self.hnsw_m = hnsw_m
         self.hnsw_ef_construction = hnsw_ef_construction
+        self.ivf_lists = ivf_lists if ivf_lists is not None else default_ivf_nlist(self.corpus_size)
         self._norms: dict[int, np.ndarray] = {}
         self._indexes: dict[tuple[str, int], object] = {}
         full_norms = self.norms(self.width)
@@ -376,6 +395,15 @@ class FunnelSearcher:
             elif stage.index_type == "binary":
                 index = faiss.IndexBinaryFlat(width)
                 index.add(np.packbits(self.corpus[:, :width] > 0, axis=1))
+            elif stage.index_type == "ivf":
+                prefix = renormalised_prefix(self.corpus, width, self.norms(width))
+                lists = min(self.ivf_lists, self.corpus_size)
+                index = faiss.IndexIVFFlat(faiss.IndexFlatIP(width), width, lists, faiss.METRIC_INNER_PRODUCT)
+                # k-means on at most 64 rows per list (FAISS asks for 39+), a fixed sample.
+                sample = np.random.default_rng(0).choice(self.corpus_size, min(self.corpus_size, 64 * lists), replace=False)
+                index.cp.min_points_per_centroid = 1
+                index.train(prefix[np.sort(sample)])
+                index.add(prefix)
             else:
                 index = faiss.IndexHNSWFlat(width, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
                 index.hnsw.efConstruction = self.hnsw_ef_construction
@@ -403,6 +431,9 @@ class FunnelSearcher:
             return ids, scores
         if stage.index_type == "flat":
             scores, ids = faiss.knn(prefix, index, shortlist_size, faiss.METRIC_INNER_PRODUCT)
+            return ids, scores
+        if stage.index_type == "ivf":
+            scores, ids = index.search(prefix, shortlist_size, params=faiss.SearchParametersIVF(nprobe=stage.probes))
             return ids, scores
         # efSearch is the candidate list HNSW keeps; below the shortlist size it could not fill it.
         parameters = faiss.SearchParametersHNSW(efSearch=max(shortlist_size, 16))
@@ -622,6 +653,8 @@ class FunnelTuner:
         hnsw_widths: stage-1 widths HNSW is tried at (None: ``first_stage_widths``); each is one index
             to build, the slow part on a large corpus. Indexes already built in a ``FunnelSearcher``
             passed to ``fit`` (``prepare``, e.g. with more threads) are reused.
+        ivf_widths: the same for IVF (``searcher.ivf_lists`` lists, 4*sqrt(N) by default), tried at each
+            of ``IVF_PROBES`` lists probed from the fewest up.
         hnsw_max_shortlist_size: largest HNSW stage-1 shortlist (and efSearch) tried.
         include_reference: also measure the MRL paper's funnel.
         threads: FAISS/BLAS threads while fitting (see ``search_threads``); None leaves them as they are.
@@ -653,6 +686,7 @@ class FunnelTuner:
         hnsw_max_corpus_size: int = 50_000,
         hnsw_max_shortlist_size: int = 1000,
         hnsw_widths: Sequence[int] | None = None,
+        ivf_widths: Sequence[int] | None = None,
         include_reference: bool = True,
         threads: int | None = 1,
     ):
@@ -670,6 +704,7 @@ class FunnelTuner:
         self.hnsw_max_corpus_size = hnsw_max_corpus_size
         self.hnsw_max_shortlist_size = hnsw_max_shortlist_size
         self.hnsw_widths = hnsw_widths
+        self.ivf_widths = ivf_widths
         self.include_reference = include_reference
         self.threads = threads
 
@@ -789,33 +824,56 @@ class FunnelTuner:
                 )
                 continue
             for precision in [p for p in STAGE_PRECISIONS[index_type] if p in self.precisions]:
-                widths = self.first_stage_widths
-                if index_type == "hnsw" and self.hnsw_widths is not None:
-                    widths = self.hnsw_widths
+                widths = {"hnsw": self.hnsw_widths, "ivf": self.ivf_widths}.get(index_type) or self.first_stage_widths
                 for width in sorted(set(int(w) for w in widths)):
                     if width > full_width or (index_type == "binary" and width % 8):
                         self.skipped_.append(f"{index_type} {width}: not a usable width for a {full_width}-d corpus")
                         continue
                     if (index_type, precision) == ("flat", "fp32") and width == full_width:
                         continue  # that is exact search, already a candidate
+                    if index_type == "ivf":
+                        candidates.update(self._ivf_candidates(searcher, queries, exact_ids, width, grid, last))
+                        continue
                     first = FunnelStage(width, k, index_type, precision)
                     # HNSW's efSearch grows with the shortlist; beyond a few thousand it walks most of the graph.
                     sizes = [size for size in grid if size <= self.hnsw_max_shortlist_size] if index_type == "hnsw" else grid
                     candidates.update(self._candidates_from(searcher, queries, exact_ids, first, sizes, last))
         return candidates
 
+    def _ivf_candidates(self, searcher, queries, exact_ids, width, grid, last) -> dict[Funnel, float]:
+        """IVF stage 1s at ``width``: from the fewest lists probed up, until two probe counts have met the
+        target (more probes scan more rows and only buy shorter shortlists)."""
+        found: dict[Funnel, float] = {}
+        meeting = 0
+        for probes in [probes for probes in IVF_PROBES if probes <= searcher.ivf_lists]:
+            kind = FunnelStage(width, int(self.k), "ivf", "fp32", probes)
+            before = len(self.skipped_)
+            from_probes = self._candidates_from(searcher, queries, exact_ids, kind, grid, last)
+            if from_probes:
+                found.update(from_probes)
+                meeting += 1
+                if meeting == 2:
+                    break
+            else:
+                del self.skipped_[before:]  # fewer probes falling short is the expected start, not news
+        if not found:
+            self.skipped_.append(f"ivf {width}: recall@{self.k} stays below {self.target_recall} up to "
+                                 f"{min(IVF_PROBES[-1], searcher.ivf_lists)} lists probed")
+        return found
+
     def _candidates_from(self, searcher, queries, exact_ids, kind: FunnelStage, grid, last) -> dict[Funnel, float]:
         """Funnels whose stage 1 is ``kind`` (its width, index type and precision; any shortlist size)."""
         k, target = int(self.k), self.target_recall
-        width, index_type, precision = kind.width, kind.index_type, kind.precision
+        width, index_type, precision, probes = kind.width, kind.index_type, kind.precision, kind.probes
         label = Funnel((kind,)).describe().rsplit(" -> ", 1)[0]
         found: dict[Funnel, float] = {}
         if index_type == "hnsw":
             def stage1_ids(size: int) -> np.ndarray:
                 return searcher.first_stage(queries, FunnelStage(width, size, index_type, precision))[0]
         else:
-            # An exhaustive scan's top s is the first s of its top max: search once, slice after.
-            all_ids = searcher.first_stage(queries, FunnelStage(width, grid[-1], index_type, precision))[0]
+            # A scan's top s (of the whole corpus, or of the probed IVF lists) is the first s of its top max:
+            # search once, slice after.
+            all_ids = searcher.first_stage(queries, FunnelStage(width, grid[-1], index_type, precision, probes))[0]
 
             def stage1_ids(size: int) -> np.ndarray:
                 return all_ids[:, :size]
@@ -823,7 +881,7 @@ class FunnelTuner:
         if width == last.width:
             single_recall = fidelity_at_k(stage1_ids(k), exact_ids, k)
             if single_recall >= target:
-                found[Funnel((FunnelStage(width, k, index_type, precision),))] = single_recall
+                found[Funnel((FunnelStage(width, k, index_type, precision, probes),))] = single_recall
         if self.max_stages < 2:
             return found
 
@@ -840,7 +898,7 @@ class FunnelTuner:
                 f"(reaches {first_recall:.4f} there)"
             )
             return found
-        first = FunnelStage(width, first_size, index_type, precision)
+        first = FunnelStage(width, first_size, index_type, precision, probes)
         if not (width == last.width and first_size == k):
             # At full width with a shortlist of k the rerank would repeat stage 1's answer.
             found[Funnel((first, last))] = first_recall

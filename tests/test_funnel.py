@@ -111,8 +111,8 @@ def test_funnel_validation_and_round_trip():
         Funnel((FunnelStage(16, 10), FunnelStage(64, 20)))
     with pytest.raises(ValueError, match="multiple of 8"):
         FunnelStage(12, 10, "binary")
-    with pytest.raises(ValueError, match="index_type='ivf'"):
-        FunnelStage(12, 10, "ivf")
+    with pytest.raises(ValueError, match="index_type='pq'"):
+        FunnelStage(12, 10, "pq")
     with pytest.raises(ValueError, match="a binary stage stores one of \\['binary'\\]"):
         FunnelStage(64, 10, "binary", "fp16")
     with pytest.raises(ValueError, match="precision='int8'; only stage 1"):
@@ -215,6 +215,39 @@ def test_tuner_tries_hnsw_only_at_its_own_widths(searcher, data):
     first_stages = {(row["stages"][0]["index_type"], row["stages"][0]["width"]) for row in tuner.frontier_ if not row["exact"]}
     assert {width for index_type, width in first_stages if index_type == "hnsw"} == {32}
     assert {width for index_type, width in first_stages if index_type == "flat"} == {16, 32}
+
+
+def test_ivf_stage_probing_every_list_equals_exact_search(searcher, data):
+    corpus, queries = data
+    every_list = Funnel((FunnelStage(16, len(corpus), "ivf", probes=searcher.ivf_lists), FunnelStage(64, 10)))
+    assert np.array_equal(searcher.search(queries, every_list).ids, searcher.exact_search(queries, 10).ids)
+    one_list = Funnel((FunnelStage(16, 200, "ivf", probes=1), FunnelStage(64, 10)))
+    assert fidelity_at_k(searcher.search(queries, one_list).ids, searcher.exact_search(queries, 10).ids, 10) < 1.0
+    assert searcher.ivf_lists == round(4 * np.sqrt(len(corpus)))
+    assert one_list.describe() == "ivf 16 (probe 1) -> 200 | 64 -> 10"
+    assert Funnel.from_dicts(one_list.to_dicts()) == one_list and one_list.to_dicts()[0]["probes"] == 1
+    with pytest.raises(ValueError, match="an ivf stage needs a positive number of lists"):
+        FunnelStage(16, 10, "ivf")
+    with pytest.raises(ValueError, match="only an ivf stage probes lists"):
+        FunnelStage(16, 10, "flat", probes=4)
+
+
+def test_tuner_finds_ivf_funnels_that_meet_the_target(searcher, data):
+    _, queries = data
+    tuner = FunnelTuner(
+        target_recall=0.95, k=10, first_stage_widths=(16, 32), index_types=("ivf",), latency_query_count=5,
+        finalist_rounds=1, include_reference=False,
+    ).fit(searcher, queries)
+    ivf_rows = [row for row in tuner.frontier_ if not row["exact"]]
+    assert ivf_rows and all(row["stages"][0]["index_type"] == "ivf" and row["meets_target"] for row in ivf_rows)
+    # From the fewest probes up, stopping after two probe counts that meet the target, per width.
+    for width in (16, 32):
+        probes = {row["stages"][0]["probes"] for row in ivf_rows if row["stages"][0]["width"] == width}
+        assert 1 <= len(probes) <= 2
+    exact = searcher.exact_search(queries, 10).ids
+    for row in ivf_rows:
+        recall = fidelity_at_k(searcher.search(queries, Funnel.from_dicts(row["stages"])).ids, exact, 10)
+        assert recall == pytest.approx(row["recall_at_10"]) and recall >= 0.95
 
 
 def test_a_funnel_replaces_exact_search_only_when_clearly_faster():

@@ -32,6 +32,8 @@ from mrl_core.store import StoreError
 
 # Sample queries the tuner measures recall on (it times latency on the first 50 of them).
 TUNING_QUERY_COUNT = 200
+STAGE_COLUMNS = ["width", "shortlist_size", "index_type", "precision", "probes"]
+"""The hand-edited stage table; every column but the last (ivf only) must be filled."""
 
 st.title("Funnel: adaptive retrieval, live")
 st.caption(
@@ -118,11 +120,11 @@ if mode == "auto":
 else:
     start = tuned[0] if tuned else Funnel.reference(searcher.width, k)
     st.caption(
-        "Stage 1 may be flat (fp32, fp16 or int8 codes), binary or hnsw (fp32); later stages rescore in fp32 "
-        "and must be flat fp32. Add or delete rows."
+        "Stage 1 may be flat (fp32, fp16 or int8 codes), binary, hnsw (fp32) or ivf (fp32, probing the given "
+        "number of lists); later stages rescore in fp32 and must be flat fp32. Add or delete rows."
     )
     edited = st.data_editor(
-        pd.DataFrame(start.to_dicts())[["width", "shortlist_size", "index_type", "precision"]],
+        pd.DataFrame(start.to_dicts()).reindex(columns=STAGE_COLUMNS),
         num_rows="dynamic",
         key="funnel_stages",
         column_config={
@@ -136,10 +138,12 @@ else:
             "precision": st.column_config.SelectboxColumn(
                 "Precision", options=list(STAGE_PRECISION_CHOICES), required=True, default="fp32"
             ),
+            "probes": st.column_config.NumberColumn("Lists probed (ivf)", min_value=1, step=1),
         },
     )
+    complete = edited.dropna(subset=STAGE_COLUMNS[:-1]).astype(object)
     try:
-        funnel = Funnel.from_dicts(edited.dropna().to_dict("records"))
+        funnel = Funnel.from_dicts(complete.where(complete.notna(), None).to_dict("records"))
         if funnel.k < k:
             raise ValueError(f"the last stage keeps {funnel.k} rows; it must keep at least k={k}")
     except (ValueError, KeyError, TypeError) as error:
