@@ -6,6 +6,7 @@ precomputed-embedding dataset, so nothing is encoded here.
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -341,3 +342,28 @@ def test_evaluate_benchmarks_widths_the_store_has_no_latency_for(seeded_store):
     bench = seeded_store.latest_run("bench")
     latency = seeded_store.rows("latency", int(bench["run_id"]))
     assert set(latency["width"]) == {128} and set(latency["corpus_size"]) == {10_000, 30_000, 100_000}
+
+
+PAGE_SCRIPTS = [Path(APP), *sorted((Path(APP).parent / "views").glob("*.py"))]
+
+
+@pytest.mark.parametrize("script", PAGE_SCRIPTS, ids=lambda path: path.name)
+def test_page_scripts_have_no_stray_bare_strings(script):
+    """Streamlit's magic writes a page script's bare string expressions onto the page: only docstrings may be bare."""
+    tree = ast.parse(script.read_text())
+    stray = []
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            statements = getattr(node, field, None)
+            if not isinstance(statements, list):
+                continue
+            for position, statement in enumerate(statements):
+                is_docstring = (
+                    field == "body" and position == 0 and isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef))
+                )
+                bare_string = isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant) and isinstance(
+                    statement.value.value, str
+                )
+                if bare_string and not is_docstring:
+                    stray.append(statement.lineno)
+    assert not stray, f"{script.name}: bare strings at lines {stray}"

@@ -32,8 +32,8 @@ from mrl_core.store import StoreError
 
 # Sample queries the tuner measures recall on (it times latency on the first 50 of them).
 TUNING_QUERY_COUNT = 200
+# The hand-edited stage table; every column but the last (ivf only) must be filled.
 STAGE_COLUMNS = ["width", "shortlist_size", "index_type", "precision", "probes"]
-"""The hand-edited stage table; every column but the last (ivf only) must be filled."""
 
 st.title("Funnel: adaptive retrieval, live")
 st.caption(
