@@ -61,6 +61,7 @@ RUNS = [
     ("builtin", "best, 3 epochs, uniform dim weights", {**BUILTIN_BEST, "dim_weights": None}, 0, False),
     ("scifact", "best, no distillation", {**BEST, "distill_weight": 0.0}, 1, False),
     ("scifact", "best, uniform dim weights", {**BEST, "dim_weights": None}, 1, False),
+    ("builtin", "best, 5 epochs, no distillation", {**BEST, "distill_weight": 0.0}, 0, False),
 ]
 SOURCES = {"scifact": "../shared/data/scifact", "builtin": "builtin"}
 
