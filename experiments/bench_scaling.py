@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -24,9 +23,9 @@ import faiss
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mrl_core.bench import fit_latency, project_latency_ms, run_bench  # noqa: E402
+from mrl_core.bench import run_bench  # noqa: E402
+from mrl_core.scaling import fit_latency, project_latency_ms  # noqa: E402
 from mrl_core.data import load_dataset  # noqa: E402
 from mrl_core.encode import embed_dataset  # noqa: E402
 

@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -41,11 +40,9 @@ import faiss
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mrl_core.adaptor import load_adaptor  # noqa: E402
 from mrl_core.bench import enlarge_corpus, sample_mixture_corpus  # noqa: E402
-from mrl_core.cost import index_bytes_per_vector  # noqa: E402
 from mrl_core.data import load_dataset  # noqa: E402
 from mrl_core.encode import embed_dataset, is_adaptor  # noqa: E402
 from mrl_core.metrics import fidelity_at_k  # noqa: E402
@@ -55,9 +52,9 @@ from mrl_core.funnel import (  # noqa: E402
     FunnelSearcher,
     FunnelTuner,
     save_tuning,
-    search_threads,
     time_round_robin,
 )
+from mrl_core.indexes import index_bytes_per_vector, search_threads  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -2,9 +2,9 @@
 
 Every row is measured on this machine with FAISS and records the faiss version, threads and batch size.
 Corpus sizes beyond the real corpus are reached by enlarging it: real rows sampled with replacement plus
-gaussian noise scaled per coordinate, renormalised (``enlarge_corpus``); the row's details say so.
-``fit_latency`` fits p50/p95 against corpus size per configuration (linear for flat scans, logarithmic for
-HNSW) and ``project_latency_ms`` evaluates a fit at any size.
+gaussian noise scaled per coordinate, renormalised (``enlarge_corpus``), or rows drawn from a mixture
+fitted to the data (``sample_mixture_corpus``); the row's details say so. Indexes come from
+``mrl_core.indexes``; the p50/p95 scaling fits of a run (``mrl_core.scaling``) go into its summary.
 """
 
 from __future__ import annotations
@@ -12,72 +12,42 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence, get_args
+from typing import Callable, Sequence
 
 import faiss
 import numpy as np
-import pandas as pd
 
-from mrl_core.cost import index_bytes_per_vector
-from mrl_core.encode import Progress
+from mrl_core.dataset import RetrievalDataset
+from mrl_core.encode import DatasetEmbeddings
 from mrl_core.evaluate import RESCORE_MULTIPLIER, rescore_shortlist
-from mrl_core.funnel import Int8PrefixIndex, renormalised_prefix, scalar_quantizer_index, search_threads
-from mrl_core.widths import PRECISIONS
+from mrl_core.indexes import (
+    BENCH_INDEX_TYPES,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_EF_SEARCH,
+    HNSW_M,
+    HNSW_MAX_CORPUS_SIZE,
+    MEASURED_PRECISIONS,
+    binary_codes,
+    build_index,
+    index_bytes_per_vector,
+    measured_bytes_per_vector,
+    measured_pairs,
+    search_threads,
+)
+from mrl_core.progress import Progress
+from mrl_core.scaling import fit_latency
+from mrl_core.widths import PRECISIONS, normalise_rows, renormalised_prefix
 
-BenchIndexType = Literal["flat", "binary", "hnsw"]
-BENCH_INDEX_TYPES: tuple[str, ...] = get_args(BenchIndexType)
-BENCH_PRECISIONS: tuple[str, ...] = PRECISIONS
-SUPPORTED = {"flat": ("fp32", "fp16", "int8"), "binary": ("binary", "binary+rescore"), "hnsw": ("fp32",)}
-"""Which precisions each index type holds: flat scans of fp32/fp16/SQ8 codes, a bit scan (alone, or with its
-shortlist of ``RESCORE_MULTIPLIER`` x k rescored by the float query against the same bits), HNSW over fp32."""
-FitForm = Literal["linear", "log"]
-Metric = Literal["p50_ms", "p95_ms"]
-
-
-def bench_configs(index_types: Sequence[str], precisions: Sequence[str]) -> list[tuple[str, str]]:
-    """The (index_type, precision) pairs FAISS can build among those asked for.
-
-    Raises:
-        ValueError: for an unknown index type or precision.
-    """
-    for index_type in index_types:
-        if index_type not in BENCH_INDEX_TYPES:
-            raise ValueError(f"index_types: {index_type!r} is not one of {list(BENCH_INDEX_TYPES)}")
-    for precision in precisions:
-        if precision not in BENCH_PRECISIONS:
-            raise ValueError(f"precisions: {precision!r} is not one of {list(BENCH_PRECISIONS)}")
-    return [(index_type, precision) for index_type in index_types for precision in precisions if precision in SUPPORTED[index_type]]
-
-
-def build_index(prefix: np.ndarray, index_type: str, precision: str, *, hnsw_m: int = 32, hnsw_ef_construction: int = 80):
-    """A FAISS index over renormalised prefix rows (inner product; Hamming over sign bits for both binary precisions)."""
-    width = prefix.shape[1]
-    if precision not in SUPPORTED.get(index_type, ()):
-        raise ValueError(f"index_type={index_type!r} with precision={precision!r}: supported pairs are {SUPPORTED}")
-    if index_type == "binary":
-        if width % 8:
-            raise ValueError(f"width={width}: a binary index needs a multiple of 8 bits")
-        index = faiss.IndexBinaryFlat(width)
-        index.add(np.packbits(prefix > 0, axis=1))
-        return index
-    if index_type == "hnsw":
-        index = faiss.IndexHNSWFlat(width, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = hnsw_ef_construction
-    elif precision == "fp32":
-        index = faiss.IndexFlatIP(width)
-    else:
-        return scalar_quantizer_index(prefix, precision)
-    index.add(prefix)
-    return index
-
-
-def measured_bytes_per_vector(index) -> float:
-    """Size of the serialised index divided by its vector count (headers included, negligible at scale)."""
-    if isinstance(index, faiss.IndexBinary):
-        return len(faiss.serialize_index_binary(index)) / index.ntotal
-    if isinstance(index, Int8PrefixIndex):
-        return index.serialized_bytes / index.ntotal
-    return len(faiss.serialize_index(index)) / index.ntotal
+BENCH_WIDTHS = (384, 128, 64, 32)
+"""Prefix widths measured when none are given: full MiniLM width and the usual Matryoshka cuts below it."""
+DATASET_BENCH_CORPUS_SIZES = (10_000, 30_000, 100_000)
+"""Sizes ``bench_dataset`` measures at: three, so latency projected to larger corpora comes with a held-out
+error. HNSW builds dominate a benchmark, so HNSW (not built above ``indexes.HNSW_MAX_CORPUS_SIZE``) gets the
+two smaller sizes only, which still give it a scaling fit."""
+DATASET_BENCH_QUERY_COUNT = 50
+"""Single queries ``bench_dataset`` times per configuration, half ``run_bench``'s default: the app's first start
+times 119 configurations (7 widths x 3 sizes x 6 index/precision pairs, no HNSW at 100,000), 68 s on 2 shared
+cores here, and 50 samples still leave two and a half above the p95."""
 
 
 def enlarge_corpus(embeddings: np.ndarray, corpus_size: int, *, noise_scale: float = 0.5, seed: int = 0) -> tuple[np.ndarray, dict]:
@@ -108,8 +78,7 @@ def enlarge_corpus(embeddings: np.ndarray, corpus_size: int, *, noise_scale: flo
         stop = min(start + chunk_rows, corpus_size)
         block = embeddings[rng.integers(0, real_rows, stop - start)]
         block = block + rng.standard_normal(block.shape, dtype=np.float32) * (noise_scale * coordinate_std)
-        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
-        matrix[start:stop] = block
+        matrix[start:stop] = normalise_rows(block)
     details = {
         "enlarged": True,
         "real_rows": real_rows,
@@ -158,7 +127,12 @@ def sample_mixture_corpus(
         ValueError: for a non-positive corpus size or a cluster count outside 1..real_rows.
 
     Example:
-        >>> corpus, details = sample_mixture_corpus(base, 1_000_000, transform=load_adaptor(path).transform)
+        >>> base = normalise_rows(np.random.default_rng(0).normal(size=(500, 16)))
+        >>> corpus, details = sample_mixture_corpus(base, 2_000, cluster_count=8)
+        >>> corpus.shape, details["real_rows"], details["synthetic_rows"]
+        ((2000, 16), 500, 1500)
+        >>> bool(np.allclose(corpus[:500], base))  # real rows first and unchanged (no transform here)
+        True
     """
     base_embeddings = np.ascontiguousarray(base_embeddings, dtype=np.float32)
     real_rows, base_width = base_embeddings.shape
@@ -198,8 +172,7 @@ def sample_mixture_corpus(
         stop = min(start + chunk_rows, corpus_size)
         clusters = rng.choice(cluster_count, stop - start, p=weights)
         block = means[clusters] + rng.standard_normal((stop - start, base_width), dtype=np.float32) @ factor.T
-        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
-        matrix[start:stop] = transform(block)
+        matrix[start:stop] = transform(normalise_rows(block))
     details = {
         "enlarged": True,
         "real_rows": real_rows,
@@ -214,12 +187,7 @@ def sample_mixture_corpus(
     return matrix, details
 
 
-def binary_codes(index) -> np.ndarray:
-    """The (vectors, width/8) uint8 sign bits a binary index holds, copied out of it."""
-    return faiss.vector_to_array(index.xb).reshape(index.ntotal, index.code_size)
-
-
-def index_searcher(index, index_type: str, precision: str, *, k: int = 10, hnsw_ef_search: int = 64):
+def index_searcher(index, index_type: str, precision: str, *, k: int = 10, hnsw_ef_search: int = HNSW_EF_SEARCH):
     """A function ``search(query_codes, query_floats) -> ids`` running one search on ``index`` as the bench times it.
 
     ``query_codes`` are what the index compares (sign bits for a binary index, the float prefixes
@@ -228,10 +196,12 @@ def index_searcher(index, index_type: str, precision: str, *, k: int = 10, hnsw_
     ``mrl_core.evaluate.rescore_shortlist`` against the index's own bits, as the evaluation does.
 
     Raises:
-        ValueError: for an (index_type, precision) pair outside ``SUPPORTED``.
+        ValueError: for an (index_type, precision) pair the bench does not measure (``MEASURED_PRECISIONS``).
     """
-    if precision not in SUPPORTED.get(index_type, ()):
-        raise ValueError(f"index_type={index_type!r} with precision={precision!r}: supported pairs are {SUPPORTED}")
+    if precision not in MEASURED_PRECISIONS.get(index_type, ()):
+        raise ValueError(
+            f"index_type={index_type!r} with precision={precision!r}: the bench measures {MEASURED_PRECISIONS}"
+        )
     if precision == "binary+rescore":
         corpus_codes = binary_codes(index)
         shortlist_size = RESCORE_MULTIPLIER * k
@@ -248,7 +218,8 @@ def index_searcher(index, index_type: str, precision: str, *, k: int = 10, hnsw_
 
 
 def time_index(
-    index, queries: np.ndarray, index_type: str, precision: str, *, k: int = 10, batch_size: int = 64, hnsw_ef_search: int = 64
+    index, queries: np.ndarray, index_type: str, precision: str, *, k: int = 10, batch_size: int = 64,
+    hnsw_ef_search: int = HNSW_EF_SEARCH,
 ) -> dict:
     """Single-query p50/p95 (one query per call) and batched throughput of one index.
 
@@ -259,7 +230,7 @@ def time_index(
         index: a FAISS index built by ``build_index``.
         queries: (queries, width) renormalised float32 prefixes (binary indexes take their sign bits).
         index_type: 'flat', 'binary' or 'hnsw'.
-        precision: of ``SUPPORTED[index_type]``.
+        precision: of ``MEASURED_PRECISIONS[index_type]``.
         k: results per query.
         batch_size: queries per call in the throughput run; it covers at least two batches.
         hnsw_ef_search: HNSW search-time candidate list length.
@@ -305,19 +276,19 @@ class BenchResult:
 def run_bench(
     corpus_embeddings: np.ndarray,
     *,
-    widths: Sequence[int] = (384, 128, 64, 32),
+    widths: Sequence[int] = BENCH_WIDTHS,
     index_types: Sequence[str] = BENCH_INDEX_TYPES,
-    precisions: Sequence[str] = BENCH_PRECISIONS,
+    precisions: Sequence[str] = PRECISIONS,
     corpus_sizes: Sequence[int] | None = None,
     query_embeddings: np.ndarray | None = None,
     query_count: int = 100,
     batch_size: int = 64,
     k: int = 10,
     threads: int | None = 1,
-    hnsw_m: int = 32,
-    hnsw_ef_search: int = 64,
-    hnsw_ef_construction: int = 80,
-    hnsw_max_corpus_size: int = 50_000,
+    hnsw_m: int = HNSW_M,
+    hnsw_ef_search: int = HNSW_EF_SEARCH,
+    hnsw_ef_construction: int = HNSW_EF_CONSTRUCTION,
+    hnsw_max_corpus_size: int = HNSW_MAX_CORPUS_SIZE,
     noise_scale: float = 0.5,
     seed: int = 0,
     store=None,
@@ -330,14 +301,14 @@ def run_bench(
         corpus_embeddings: (documents, full_width) unit-norm matrix (real embeddings).
         widths: prefix widths to measure (above the full width: skipped).
         index_types: of ``BENCH_INDEX_TYPES``; combined with ``precisions`` where FAISS supports the pair.
-        precisions: of ``BENCH_PRECISIONS``.
+        precisions: of ``mrl_core.widths.PRECISIONS``.
         corpus_sizes: sizes to measure at; larger than the real corpus means enlarged (see
             ``enlarge_corpus``). None: the real size only.
         query_embeddings: (queries, full_width) real query vectors; None or empty: random corpus rows.
         query_count: single queries timed per configuration (real queries are cycled if fewer).
         batch_size: queries per call for throughput.
         k: results per query.
-        threads: FAISS/BLAS threads for the run (None: leave as is; see ``funnel.search_threads``);
+        threads: FAISS/BLAS threads for the run (None: leave as is; see ``indexes.search_threads``);
             recorded on every row.
         hnsw_m, hnsw_ef_search, hnsw_ef_construction: HNSW parameters.
         hnsw_max_corpus_size: HNSW is not built above this size (its build takes minutes here).
@@ -351,7 +322,7 @@ def run_bench(
     """
     corpus_embeddings = np.ascontiguousarray(corpus_embeddings, dtype=np.float32)
     real_rows, full_width = corpus_embeddings.shape
-    configs = bench_configs(index_types, precisions)
+    configs = measured_pairs(index_types, precisions)
     sizes = sorted({int(size) for size in (corpus_sizes or [real_rows])})
     if sizes[0] < 1:
         raise ValueError(f"corpus_sizes: {sizes[0]} is not a positive number of rows")
@@ -458,101 +429,50 @@ def _bench_one(prefix, query_prefix, index_type, precision, *, k, batch_size, hn
     }
 
 
-# -- scaling fits ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ScalingFit:
-    """latency_ms = intercept_ms + slope_ms * x, with x = corpus_size (linear) or ln(corpus_size) (log).
+def bench_dataset(
+    dataset: RetrievalDataset,
+    embeddings: DatasetEmbeddings,
+    *,
+    widths: Sequence[int] = BENCH_WIDTHS,
+    corpus_sizes: Sequence[int] = DATASET_BENCH_CORPUS_SIZES,
+    query_count: int = DATASET_BENCH_QUERY_COUNT,
+    store=None,
+    progress: Progress | None = None,
+    **bench_options,
+) -> BenchResult:
+    """Benchmark latency on a dataset's embeddings, as the app's first start does, recorded against the dataset.
 
-    ``holdout_relative_error`` is |predicted - measured| / measured at the largest measured size when the
-    line was fitted without it (None with fewer than three sizes); the stored line uses every size.
-    """
-
-    index_type: str
-    precision: str
-    width: int
-    metric: str
-    form: str
-    intercept_ms: float
-    slope_ms: float
-    corpus_sizes: tuple[int, ...]
-    holdout_corpus_size: int | None
-    holdout_relative_error: float | None
-
-    def to_dict(self) -> dict:
-        return {
-            "index_type": self.index_type,
-            "precision": self.precision,
-            "width": self.width,
-            "metric": self.metric,
-            "form": self.form,
-            "intercept_ms": self.intercept_ms,
-            "slope_ms": self.slope_ms,
-            "corpus_sizes": list(self.corpus_sizes),
-            "holdout_corpus_size": self.holdout_corpus_size,
-            "holdout_relative_error": self.holdout_relative_error,
-        }
-
-
-def _x(form: str, corpus_size) -> np.ndarray:
-    sizes = np.asarray(corpus_size, dtype=float)
-    return np.log(sizes) if form == "log" else sizes
-
-
-def _line(form: str, sizes: np.ndarray, latencies_ms: np.ndarray) -> tuple[float, float]:
-    slope, intercept = np.polyfit(_x(form, sizes), latencies_ms, 1)
-    return float(intercept), float(slope)
-
-
-def fit_latency(rows: pd.DataFrame | Sequence[dict], metric: Metric = "p50_ms") -> dict[tuple[str, str, int], ScalingFit]:
-    """Fit latency against corpus size for each (index_type, precision, width) measured at two or more sizes.
-
-    Flat and binary scans read every vector, so their time is linear in corpus size; HNSW visits about
-    log(n) layers of neighbours, so it is fitted as a + b*ln(n). Repeated sizes use their median.
+    The run is stored under the dataset's name and fingerprint and the embeddings' model and model
+    fingerprint, so the planner finds it next to that dataset's evaluations. The dataset's own queries are
+    the timed queries.
 
     Args:
-        rows: ``latency`` rows (a DataFrame from the store, or ``run_bench``'s dicts).
-        metric: ``p50_ms`` or ``p95_ms``.
+        dataset: the dataset the embeddings came from.
+        embeddings: its full-width embeddings (``mrl_core.encode.embed_dataset``).
+        widths: prefix widths to measure.
+        corpus_sizes: sizes to measure at (enlarged beyond the real corpus, see ``enlarge_corpus``).
+        query_count: single queries timed per configuration.
+        store: a ``ResultStore`` for the ``bench`` run; None measures without storing.
+        progress: called as progress(done, total) over configurations.
+        **bench_options: any other ``run_bench`` argument (index_types, precisions, threads, ...).
 
     Returns:
-        {(index_type, precision, width): ScalingFit}.
+        ``run_bench``'s ``BenchResult``.
+
     """
-    if metric not in get_args(Metric):
-        raise ValueError(f"metric={metric!r}: expected one of {list(get_args(Metric))}")
-    frame = pd.DataFrame(list(rows) if not isinstance(rows, pd.DataFrame) else rows)
-    fits: dict[tuple[str, str, int], ScalingFit] = {}
-    if frame.empty:
-        return fits
-    for (index_type, precision, width), group in frame.groupby(["index_type", "precision", "width"]):
-        by_size = group.groupby("corpus_size")[metric].median().sort_index()
-        if len(by_size) < 2:
-            continue
-        form = "log" if index_type == "hnsw" else "linear"
-        sizes = by_size.index.to_numpy(dtype=float)
-        latencies = by_size.to_numpy(dtype=float)
-        holdout_size, holdout_error = None, None
-        if len(sizes) >= 3:
-            intercept, slope = _line(form, sizes[:-1], latencies[:-1])
-            predicted = intercept + slope * float(_x(form, sizes[-1]))
-            holdout_size = int(sizes[-1])
-            holdout_error = abs(predicted - latencies[-1]) / latencies[-1]
-        intercept, slope = _line(form, sizes, latencies)
-        fits[(str(index_type), str(precision), int(width))] = ScalingFit(
-            str(index_type), str(precision), int(width), metric, form, intercept, slope,
-            tuple(int(size) for size in sizes), holdout_size, holdout_error,
-        )
-    return fits
-
-
-def project_latency_ms(fit: ScalingFit | dict, corpus_size: int) -> float:
-    """Latency a fit predicts at ``corpus_size`` (floored at 0: a line through small sizes may dip below).
-
-    Example:
-        >>> project_latency_ms({"form": "linear", "intercept_ms": 0.5, "slope_ms": 1e-5}, 1_000_000)
-        10.5
-    """
-    if corpus_size < 1:
-        raise ValueError(f"corpus_size={corpus_size}: expected a positive number of rows")
-    values = fit.to_dict() if isinstance(fit, ScalingFit) else fit
-    if values["form"] not in get_args(FitForm):
-        raise ValueError(f"form={values['form']!r}: expected one of {list(get_args(FitForm))}")
-    return max(0.0, float(values["intercept_ms"] + values["slope_ms"] * float(_x(values["form"], corpus_size))))
+    return run_bench(
+        embeddings.corpus,
+        widths=widths,
+        corpus_sizes=corpus_sizes,
+        query_embeddings=embeddings.queries,
+        query_count=query_count,
+        store=store,
+        run_fields={
+            "model": embeddings.model,
+            "model_fingerprint": embeddings.model_fingerprint,
+            "dataset": dataset.name,
+            "dataset_fingerprint": dataset.fingerprint,
+        },
+        progress=progress,
+        **bench_options,
+    )

@@ -78,6 +78,23 @@ def check_choices(values: Sequence[str], allowed: Sequence[str], name: str) -> l
     return values
 
 
+def normalise_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its L2 norm, as a new C-contiguous float32 matrix; all-zero rows stay zero.
+
+    The one renormalisation every module uses (a prefix of a unit vector is no longer unit).
+
+    Example:
+        >>> normalise_rows(np.array([[3.0, 4.0], [0.0, 0.0]]))
+        array([[0.6, 0.8],
+               [0. , 0. ]], dtype=float32)
+    """
+    rows = np.array(matrix, dtype=np.float32, order="C")
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    # A row (or prefix) may be all zeros (e.g. sparse synthetic vectors); leave it zero rather than divide by 0.
+    rows /= np.where(norms > 0, norms, 1.0)
+    return rows
+
+
 def truncate(embeddings: np.ndarray, width: int) -> np.ndarray:
     """Keep the first ``width`` dimensions and L2-renormalise each row (float32).
 
@@ -98,10 +115,51 @@ def truncate(embeddings: np.ndarray, width: int) -> np.ndarray:
     full_width = embeddings.shape[1]
     if not 1 <= width <= full_width:
         raise ValueError(f"width={width}: expected 1..{full_width} for {full_width}-dimensional embeddings")
-    prefix = np.array(embeddings[:, :width], dtype=np.float32)
-    norms = np.linalg.norm(prefix, axis=1, keepdims=True)
-    # A prefix may be all zeros (e.g. sparse synthetic vectors); leave it zero rather than divide by 0.
-    prefix /= np.where(norms > 0, norms, 1.0)
+    return normalise_rows(embeddings[:, :width])
+
+
+def prefix_norms(matrix: np.ndarray, widths: Sequence[int] | None = None, chunk_rows: int = 65536) -> np.ndarray:
+    """L2 norms of row prefixes at several widths, from one cumulative sum of squares per chunk of rows.
+
+    Args:
+        matrix: (rows, full_width) float matrix.
+        widths: prefix widths in 1..full_width; None means every width 1..full_width.
+        chunk_rows: rows per chunk, which bounds the temporary cumulative-sum matrix.
+
+    Returns:
+        (rows, len(widths)) float32 matrix; column j holds ``norm(matrix[:, :widths[j]], axis=1)``.
+
+    Example:
+        >>> prefix_norms(np.array([[3.0, 4.0, 12.0]]), [1, 2, 3])
+        array([[ 3.,  5., 13.]], dtype=float32)
+    """
+    full_width = matrix.shape[1]
+    columns = list(range(1, full_width + 1)) if widths is None else [int(width) for width in widths]
+    for width in columns:
+        if not 1 <= width <= full_width:
+            raise ValueError(f"width={width}: expected 1..{full_width}")
+    picks = np.array(columns) - 1
+    norms = np.empty((matrix.shape[0], len(columns)), dtype=np.float32)
+    for start in range(0, matrix.shape[0], chunk_rows):
+        block = np.asarray(matrix[start : start + chunk_rows], dtype=np.float64)
+        norms[start : start + len(block)] = np.sqrt(np.cumsum(block * block, axis=1)[:, picks])
+    return norms
+
+
+def renormalised_prefix(matrix: np.ndarray, width: int, norms: np.ndarray | None = None) -> np.ndarray:
+    """The first ``width`` columns of each row divided by their norm (zero rows stay zero), float32.
+
+    ``norms`` are the rows' ``width``-prefix norms when already known (``prefix_norms``); None computes
+    them, which is ``truncate``.
+
+    Example:
+        >>> renormalised_prefix(np.array([[3.0, 4.0, 12.0]]), 2, norms=np.array([5.0]))
+        array([[0.6, 0.8]], dtype=float32)
+    """
+    if norms is None:
+        return truncate(matrix, width)
+    prefix = np.array(matrix[:, :width], dtype=np.float32)
+    prefix /= np.where(norms > 0, norms, 1.0)[:, None]
     return prefix
 
 
@@ -127,8 +185,6 @@ def quantize(corpus: np.ndarray, queries: np.ndarray, precision: Precision) -> t
     Raises:
         ValueError: if ``precision`` is not one of ``PRECISIONS``.
     """
-    from sentence_transformers.util.quantization import quantize_embeddings
-
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: expected one of {list(PRECISIONS)}")
     corpus = np.ascontiguousarray(corpus, dtype=np.float32)
@@ -137,6 +193,9 @@ def quantize(corpus: np.ndarray, queries: np.ndarray, precision: Precision) -> t
         return corpus, queries
     if precision == "fp16":
         return corpus.astype(np.float16).astype(np.float32), queries.astype(np.float16).astype(np.float32)
+    # Imported only for int8 and binary codes: sentence-transformers takes seconds to import.
+    from sentence_transformers.util.quantization import quantize_embeddings
+
     if precision == "int8":
         # Queries use the corpus ranges: the corpus is what the index was built from, and a single
         # query has no range of its own.

@@ -2,17 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrl_core.bench import (
-    BENCH_PRECISIONS,
-    bench_configs,
-    build_index,
-    enlarge_corpus,
-    fit_latency,
-    index_searcher,
-    project_latency_ms,
-    run_bench,
-    sample_mixture_corpus,
-)
+from mrl_core.bench import enlarge_corpus, index_searcher, run_bench, sample_mixture_corpus
+from mrl_core.indexes import build_index, measured_pairs
+from mrl_core.scaling import fit_latency, project_latency_ms
+from mrl_core.widths import PRECISIONS
 from mrl_core.evaluate import RESCORE_MULTIPLIER, exact_search
 from mrl_core.store import TABLE_COLUMNS, ResultStore
 
@@ -22,19 +15,19 @@ def unit_rows(rows: int, width: int, seed: int = 0) -> np.ndarray:
     return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
 
 
-def test_bench_configs_keep_supported_pairs_and_reject_unknown_names():
-    assert bench_configs(["flat", "binary", "hnsw"], ["fp32", "binary"]) == [
+def test_measured_pairs_keep_supported_pairs_and_reject_unknown_names():
+    assert measured_pairs(["flat", "binary", "hnsw"], ["fp32", "binary"]) == [
         ("flat", "fp32"), ("binary", "binary"), ("hnsw", "fp32"),
     ]
     with pytest.raises(ValueError, match="'ivf' is not one of"):
-        bench_configs(["ivf"], ["fp32"])
+        measured_pairs(["ivf"], ["fp32"])
     with pytest.raises(ValueError, match="'int4' is not one of"):
-        bench_configs(["flat"], ["int4"])
+        measured_pairs(["flat"], ["int4"])
 
 
 def test_bench_measures_binary_rescore_by_default():
-    # run_bench's default precisions are BENCH_PRECISIONS; the rescore runs on the binary index only.
-    assert bench_configs(["flat", "binary"], BENCH_PRECISIONS) == [
+    # run_bench's default precisions are PRECISIONS; the rescore runs on the binary index only.
+    assert measured_pairs(["flat", "binary"], PRECISIONS) == [
         ("flat", "fp32"), ("flat", "fp16"), ("flat", "int8"), ("binary", "binary"), ("binary", "binary+rescore"),
     ]
 

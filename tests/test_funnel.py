@@ -6,19 +6,17 @@ from mrl_core.funnel import (
     FunnelSearcher,
     FunnelStage,
     FunnelTuner,
-    Int8PrefixIndex,
-    _smallest_meeting,
     live_query,
     load_tuned_funnel,
     pick_fastest,
-    prefix_norms,
-    renormalised_prefix,
     save_tuning,
     shortlist_grid,
     time_funnel,
 )
+from mrl_core.funnel.tuner import _smallest_meeting
 from mrl_core.metrics import fidelity_at_k
 from mrl_core.store import ResultStore
+from mrl_core.widths import renormalised_prefix
 
 
 def mrl_like(rows: int, width: int = 64, clusters: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -43,17 +41,6 @@ def data():
 @pytest.fixture(scope="module")
 def searcher(data):
     return FunnelSearcher(data[0])
-
-
-def test_prefix_norms_match_explicit_norms():
-    assert prefix_norms(np.array([[3.0, 4.0, 12.0]]), [1, 2, 3]).tolist() == [[3.0, 5.0, 13.0]]
-    matrix = np.random.default_rng(1).normal(size=(50, 20)).astype(np.float32)
-    norms = prefix_norms(matrix, [1, 7, 20], chunk_rows=16)
-    for column, width in enumerate([1, 7, 20]):
-        np.testing.assert_allclose(norms[:, column], np.linalg.norm(matrix[:, :width], axis=1), rtol=1e-5)
-    assert prefix_norms(matrix).shape == (50, 20)
-    with pytest.raises(ValueError, match="width=21"):
-        prefix_norms(matrix, [21])
 
 
 def test_rescoring_with_prefix_norms_equals_explicit_renormalisation(searcher, data):
@@ -170,19 +157,6 @@ def test_quantised_stage_one_scores_approximate_the_float_prefix(searcher, data)
         ids, scores = searcher.first_stage(queries, FunnelStage(16, 50, "flat", precision))
         assert fidelity_at_k(ids, float_ids, 50) > 0.8
         np.testing.assert_allclose(scores[:, 0], float_scores[:, 0], atol=tolerance)
-
-
-def test_int8_prefix_index_scores_approximate_float_inner_products():
-    rng = np.random.default_rng(3)
-    rows = rng.normal(size=(500, 32)) * np.linspace(2.0, 0.2, 32)  # dimensions of very different ranges
-    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
-    queries = rows[:20] + 0.1 * rng.normal(size=(20, 32)).astype(np.float32)
-    index = Int8PrefixIndex(rows, chunk_rows=128)
-    scores, ids = index.search(queries, 5)
-    exact = queries @ rows.T
-    np.testing.assert_allclose(scores, np.take_along_axis(exact, ids, axis=1), atol=0.03)
-    assert fidelity_at_k(ids, np.argsort(-exact, axis=1)[:, :5], 5) >= 0.9
-    assert index.ntotal == 500 and 32 <= index.serialized_bytes / 500 < 33
 
 
 def test_binary_stage_one_selects_by_counting_for_long_shortlists(searcher, data):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mrl_core.widths import METHODS, PRECISIONS, check_choices, quantize, truncate, unpack_signs
+from mrl_core.widths import METHODS, PRECISIONS, check_choices, prefix_norms, quantize, truncate, unpack_signs
 
 
 def test_truncate_keeps_prefix_and_renormalises():
@@ -86,3 +86,14 @@ def test_check_choices():
         check_choices(["int8", "fp32", "int8"], PRECISIONS, "precisions")
     with pytest.raises(ValueError, match="give at least one"):
         check_choices([], PRECISIONS, "precisions")
+
+
+def test_prefix_norms_match_explicit_norms():
+    assert prefix_norms(np.array([[3.0, 4.0, 12.0]]), [1, 2, 3]).tolist() == [[3.0, 5.0, 13.0]]
+    matrix = np.random.default_rng(1).normal(size=(50, 20)).astype(np.float32)
+    norms = prefix_norms(matrix, [1, 7, 20], chunk_rows=16)
+    for column, width in enumerate([1, 7, 20]):
+        np.testing.assert_allclose(norms[:, column], np.linalg.norm(matrix[:, :width], axis=1), rtol=1e-5)
+    assert prefix_norms(matrix).shape == (50, 20)
+    with pytest.raises(ValueError, match="width=21"):
+        prefix_norms(matrix, [21])

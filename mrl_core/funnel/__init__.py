@@ -1,0 +1,36 @@
+"""Funnel (adaptive) retrieval: shortlist with a short prefix, rerank with wider prefixes, one stored vector.
+
+A funnel is an ordered list of stages. Stage 1 searches the whole corpus through a FAISS index on the
+renormalised prefix of its width: ``flat`` (an exhaustive inner-product scan over fp32 prefixes, what
+``IndexFlatIP`` runs, or over fp16 or int8 codes of them), ``binary`` (``IndexBinaryFlat`` over the
+prefix's sign bits, Hamming distance), ``hnsw`` (``IndexHNSWFlat``, inner product) or ``ivf``
+(``IndexIVFFlat``, inner product over the lists nearest the query). Every later stage rescores only
+the previous shortlist with a wider renormalised prefix of the same stored full-width vector (a numpy
+gather and matmul); the last stage's shortlist is the answer. Prefix norms come from cumulative sums
+of squares, so a later stage never needs a renormalised copy of the corpus.
+
+``FunnelTuner`` measures which funnel is fastest at a target recall@k against exact full-width search.
+"""
+
+from mrl_core.funnel.records import funnel_rows, load_tuned_funnel, save_tuning
+from mrl_core.funnel.searcher import FunnelSearcher
+from mrl_core.funnel.stages import Funnel, FunnelResult, FunnelStage
+from mrl_core.funnel.timing import live_query, time_funnel, time_round_robin
+from mrl_core.funnel.tuner import MIN_SPEEDUP_OVER_EXACT, FunnelTuner, pick_fastest, shortlist_grid
+
+__all__ = [
+    "MIN_SPEEDUP_OVER_EXACT",
+    "Funnel",
+    "FunnelResult",
+    "FunnelSearcher",
+    "FunnelStage",
+    "FunnelTuner",
+    "funnel_rows",
+    "live_query",
+    "load_tuned_funnel",
+    "pick_fastest",
+    "save_tuning",
+    "shortlist_grid",
+    "time_funnel",
+    "time_round_robin",
+]

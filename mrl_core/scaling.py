@@ -1,0 +1,115 @@
+"""Latency scaling fits: p50/p95 against corpus size per configuration, and the latency a fit projects.
+
+Numbers in, numbers out (numpy and pandas only): the bench fits what it measured, the cost model and the
+planner project those fits to corpus sizes nobody measured, and say how far off the fit was on the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence, get_args
+
+import numpy as np
+import pandas as pd
+
+FitForm = Literal["linear", "log"]
+Metric = Literal["p50_ms", "p95_ms"]
+
+
+@dataclass(frozen=True)
+class ScalingFit:
+    """latency_ms = intercept_ms + slope_ms * x, with x = corpus_size (linear) or ln(corpus_size) (log).
+
+    ``holdout_relative_error`` is |predicted - measured| / measured at the largest measured size when the
+    line was fitted without it (None with fewer than three sizes); the stored line uses every size.
+    """
+
+    index_type: str
+    precision: str
+    width: int
+    metric: str
+    form: str
+    intercept_ms: float
+    slope_ms: float
+    corpus_sizes: tuple[int, ...]
+    holdout_corpus_size: int | None
+    holdout_relative_error: float | None
+
+    def to_dict(self) -> dict:
+        return {
+            "index_type": self.index_type,
+            "precision": self.precision,
+            "width": self.width,
+            "metric": self.metric,
+            "form": self.form,
+            "intercept_ms": self.intercept_ms,
+            "slope_ms": self.slope_ms,
+            "corpus_sizes": list(self.corpus_sizes),
+            "holdout_corpus_size": self.holdout_corpus_size,
+            "holdout_relative_error": self.holdout_relative_error,
+        }
+
+
+def _x(form: str, corpus_size) -> np.ndarray:
+    sizes = np.asarray(corpus_size, dtype=float)
+    return np.log(sizes) if form == "log" else sizes
+
+
+def _line(form: str, sizes: np.ndarray, latencies_ms: np.ndarray) -> tuple[float, float]:
+    slope, intercept = np.polyfit(_x(form, sizes), latencies_ms, 1)
+    return float(intercept), float(slope)
+
+
+def fit_latency(rows: pd.DataFrame | Sequence[dict], metric: Metric = "p50_ms") -> dict[tuple[str, str, int], ScalingFit]:
+    """Fit latency against corpus size for each (index_type, precision, width) measured at two or more sizes.
+
+    Flat and binary scans read every vector, so their time is linear in corpus size; HNSW visits about
+    log(n) layers of neighbours, so it is fitted as a + b*ln(n). Repeated sizes use their median.
+
+    Args:
+        rows: ``latency`` rows (a DataFrame from the store, or ``run_bench``'s dicts).
+        metric: ``p50_ms`` or ``p95_ms``.
+
+    Returns:
+        {(index_type, precision, width): ScalingFit}.
+    """
+    if metric not in get_args(Metric):
+        raise ValueError(f"metric={metric!r}: expected one of {list(get_args(Metric))}")
+    frame = pd.DataFrame(list(rows) if not isinstance(rows, pd.DataFrame) else rows)
+    fits: dict[tuple[str, str, int], ScalingFit] = {}
+    if frame.empty:
+        return fits
+    for (index_type, precision, width), group in frame.groupby(["index_type", "precision", "width"]):
+        by_size = group.groupby("corpus_size")[metric].median().sort_index()
+        if len(by_size) < 2:
+            continue
+        form = "log" if index_type == "hnsw" else "linear"
+        sizes = by_size.index.to_numpy(dtype=float)
+        latencies = by_size.to_numpy(dtype=float)
+        holdout_size, holdout_error = None, None
+        if len(sizes) >= 3:
+            intercept, slope = _line(form, sizes[:-1], latencies[:-1])
+            predicted = intercept + slope * float(_x(form, sizes[-1]))
+            holdout_size = int(sizes[-1])
+            holdout_error = abs(predicted - latencies[-1]) / latencies[-1]
+        intercept, slope = _line(form, sizes, latencies)
+        fits[(str(index_type), str(precision), int(width))] = ScalingFit(
+            str(index_type), str(precision), int(width), metric, form, intercept, slope,
+            tuple(int(size) for size in sizes), holdout_size, holdout_error,
+        )
+    return fits
+
+
+def project_latency_ms(fit: ScalingFit | dict, corpus_size: int) -> float:
+    """Latency a fit predicts at ``corpus_size`` (floored at 0: a line through small sizes may dip below).
+
+    Example:
+        >>> project_latency_ms({"form": "linear", "intercept_ms": 0.5, "slope_ms": 1e-5}, 1_000_000)
+        10.5
+    """
+    if corpus_size < 1:
+        raise ValueError(f"corpus_size={corpus_size}: expected a positive number of rows")
+    values = fit.to_dict() if isinstance(fit, ScalingFit) else fit
+    if values["form"] not in get_args(FitForm):
+        raise ValueError(f"form={values['form']!r}: expected one of {list(get_args(FitForm))}")
+    return max(0.0, float(values["intercept_ms"] + values["slope_ms"] * float(_x(values["form"], corpus_size))))
