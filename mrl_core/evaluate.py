@@ -12,9 +12,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from mrl_core.data import DatasetError, RetrievalDataset
-from mrl_core.encode import Progress
+from mrl_core.dataset import DatasetError, RetrievalDataset
 from mrl_core.metrics import Judgements, fidelity_at_k, mrr_at_k, ndcg_at_k, recall_at_k
+from mrl_core.models import is_adaptor
+from mrl_core.progress import Progress
 from mrl_core.widths import (
     METHODS, PRECISIONS, Method, Precision, check_choices, check_widths, quantize, truncate, unpack_signs,
 )
@@ -260,12 +261,22 @@ def run_evaluation(
         DatasetError: when the dataset has neither judged queries nor anything to draw queries from.
 
     Example:
-        >>> run_id, rows = run_evaluation(load_dataset("builtin:quick"), "base", widths=[384, 64],
-        ...                               precisions=["fp32", "int8"], methods=["prefix"], store=ResultStore())
+        >>> import tempfile
+        >>> from mrl_core.store import ResultStore
+        >>> rng = np.random.default_rng(0)
+        >>> corpus = rng.normal(size=(100, 16))
+        >>> ids = [str(row) for row in range(100)]  # query i is a noisy copy of document i
+        >>> dataset = RetrievalDataset("toy", "toy", corpus_ids=ids, corpus_texts=None, query_ids=ids[:10],
+        ...                            qrels={i: {i: 1} for i in ids[:10]}, corpus_embeddings=corpus,
+        ...                            query_embeddings=corpus[:10] + 0.5 * rng.normal(size=(10, 16)))
+        >>> run_id, rows = run_evaluation(dataset, "precomputed", widths=[16, 4], precisions=["fp32"],
+        ...                               methods=["prefix"], store=ResultStore(f"{tempfile.mkdtemp()}/results.duckdb"))
+        >>> [(row["width"], round(row["ndcg_at_10"], 2)) for row in rows]
+        [(16, 1.0), (4, 0.54)]
     """
     import faiss
 
-    from mrl_core.encode import embed_dataset, is_adaptor, model_width
+    from mrl_core.encode import embed_dataset, model_width
 
     precisions = check_choices(precisions, PRECISIONS, "precisions")
     methods = check_choices(methods, METHODS, "methods")

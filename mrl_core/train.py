@@ -25,9 +25,10 @@ from typing import Literal, Sequence, get_args
 
 import numpy as np
 
-from mrl_core.adaptor import MNRL_SCALE
-from mrl_core.data import DatasetError, RetrievalDataset
-from mrl_core.encode import Progress
+from mrl_core.adaptor import MNRL_SCALE, MatryoshkaAdaptor
+from mrl_core.dataset import DatasetError, RetrievalDataset
+from mrl_core.models import base_model_path, is_adaptor, model_fingerprint
+from mrl_core.progress import Progress
 from mrl_core.widths import check_training_dims
 
 TrainMode = Literal["full", "adaptor"]
@@ -226,10 +227,6 @@ def train_full(
     Raises:
         ValueError: for bad dims, weights or numbers, a non-trainable model spec, or an existing output.
         DatasetError: for a dataset without texts or without enough valid training pairs.
-
-    Example:
-        >>> summary = train_full(load_dataset("../shared/data/scifact"), "base", dims=[384, 128, 64],
-        ...                      out_dir="models/scifact-mrl", epochs=3)
     """
     import torch
     from datasets import Dataset
@@ -241,8 +238,6 @@ def train_full(
     from sentence_transformers.base.sampler import BatchSamplers, NoDuplicatesBatchSampler
     from sentence_transformers.losses import MatryoshkaLoss
     from transformers import PrinterCallback
-
-    from mrl_core.encode import base_model_path, is_adaptor, model_fingerprint
 
     out_dir = Path(out_dir)
     _check_positive("epochs", epochs, integer=True)
@@ -428,11 +423,15 @@ def train_adaptor(
         DatasetError: for malformed training pairs.
 
     Example:
-        >>> summary = train_adaptor(load_dataset("../shared/data/scifact"), "base", dims=[384, 128, 64, 32],
-        ...                         out_path="models/scifact_adaptor.npz")
+        >>> corpus = np.random.default_rng(0).normal(size=(200, 32))
+        >>> dataset = RetrievalDataset("toy", "toy", corpus_ids=[str(row) for row in range(200)],
+        ...                            corpus_texts=None, corpus_embeddings=corpus)
+        >>> out_path = Path(tempfile.mkdtemp()) / "adaptor.npz"
+        >>> summary = train_adaptor(dataset, "precomputed", dims=[32, 8], out_path=out_path, epochs=1)
+        >>> summary["width"], summary["dims"], summary["pairs"], out_path.exists()
+        (32, [32, 8], 0, True)
     """
-    from mrl_core.adaptor import MatryoshkaAdaptor
-    from mrl_core.encode import embed_dataset, is_adaptor, model_width
+    from mrl_core.encode import embed_dataset, model_width
 
     out_path = Path(out_path)
     if out_path.suffix != ".npz":
@@ -545,7 +544,6 @@ def run_training(
     """
     import torch
 
-    from mrl_core.encode import model_fingerprint
     from mrl_core.evaluate import run_evaluation
 
     if mode not in TRAIN_MODES:

@@ -11,7 +11,9 @@ from mrl_core.builtin import (
     MIN_SUMMARY_WORDS,
     build_builtin,
     builtin_cache_path,
+    docstrings,
     source_of,
+    walk,
 )
 
 
@@ -163,7 +165,7 @@ def test_docstring_is_split_into_summary_and_document():
         .. versionadded:: 1.2
         """
 
-    item, body = builtin._make_item("pkg.scale_rows", scale_rows)
+    item, body = docstrings._make_item("pkg.scale_rows", scale_rows)
     assert item.summary == "Multiply every row of a matrix by a factor."
     assert body == ("The matrix is changed in place and also returned, so calls can be chained by callers "
                     "who prefer that style of writing numerical code.")
@@ -184,7 +186,7 @@ def test_leading_signature_paragraphs_and_long_openings():
         def __call__(self, *args):
             return args
 
-    item, body = builtin._make_item("pkg.add", Ufunc())
+    item, body = docstrings._make_item("pkg.add", Ufunc())
     assert item.summary == "Add the arguments element by element."
     assert item.document.startswith("pkg.add(a, b) This opening sentence is followed")
 
@@ -204,8 +206,8 @@ def test_summaries_that_are_calls_or_too_short_are_dropped():
         that the builder asks of every document.
         """
 
-    assert builtin._make_item("pkg.pop", pop) is None
-    assert builtin._make_item("pkg.tiny", tiny) is None
+    assert docstrings._make_item("pkg.pop", pop) is None
+    assert docstrings._make_item("pkg.tiny", tiny) is None
 
 
 def test_bad_modules_are_skipped_quietly(tmp_path, monkeypatch, capsys):
@@ -216,11 +218,11 @@ def test_bad_modules_are_skipped_quietly(tmp_path, monkeypatch, capsys):
         "def greet(name):\n    return name\n_hidden = greet\nVERSION = '1'\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    with builtin._quiet():
-        assert builtin._public_objects("mrl_test_raises", "mrl_test_raises") == []
-        assert builtin._public_objects("mrl_test_exits", "mrl_test_exits") == []
-        assert builtin._public_objects("mrl_test_missing", "mrl_test_missing") == []
-        noisy = builtin._public_objects("mrl_test_noisy", "mrl_test_noisy")
+    with walk._quiet():
+        assert walk._public_objects("mrl_test_raises", "mrl_test_raises") == []
+        assert walk._public_objects("mrl_test_exits", "mrl_test_exits") == []
+        assert walk._public_objects("mrl_test_missing", "mrl_test_missing") == []
+        noisy = walk._public_objects("mrl_test_noisy", "mrl_test_noisy")
     assert [name for name, _ in noisy] == ["greet"]
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 import zipfile
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import mrl_core.data
 from mrl_core.data import DatasetError, RetrievalDataset, load_dataset, load_uploaded, split_pairs
 from tests.fixtures_data import jsonl, qrels_tsv, write_beir, zip_folder
 
@@ -311,7 +310,7 @@ def test_builtin_dispatch(monkeypatch):
         calls.append(variant)
         return RetrievalDataset(name=f"builtin-{variant}", source="builtin", corpus_ids=["0"], corpus_texts=["x"])
 
-    monkeypatch.setitem(sys.modules, "mrl_core.builtin", types.SimpleNamespace(build_builtin=build_builtin))
+    monkeypatch.setattr(mrl_core.data, "build_builtin", build_builtin)
     assert load_dataset("builtin").name == "builtin-full"
     assert load_dataset("builtin:quick").name == "builtin-quick"
     assert calls == ["full", "quick"]

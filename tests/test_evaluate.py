@@ -11,7 +11,7 @@ from mrl_core import encode
 from mrl_core.data import DatasetError, RetrievalDataset
 from mrl_core.evaluate import RESULT_KEYS, evaluate_grid, exact_search, pca_rotation, run_evaluation
 from mrl_core.store import ResultStore
-from mrl_core.widths import METHODS, PRECISIONS, quantize, truncate, unpack_signs
+from mrl_core.widths import METHODS, PRECISIONS, quantize, unpack_signs
 
 SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
 
