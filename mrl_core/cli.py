@@ -10,7 +10,13 @@ import json
 import sys
 import time
 
+# Choices and defaults come from the modules that own them. These are light (numpy, and FAISS through
+# indexes); pandas, DuckDB, torch and sentence-transformers load inside the command that needs them.
+from mrl_core.deployment import LOCATIONS, VENDORS, Deployment
+from mrl_core.indexes import BENCH_INDEX_TYPES, HNSW_MAX_CORPUS_SIZE
 from mrl_core.paths import default_store_path
+from mrl_core.train import DEFAULT_EVALUATE_WIDTHS, TRAIN_MODES
+from mrl_core.widths import METHODS, PRECISIONS
 
 
 def _int_list(text: str) -> list[int]:
@@ -96,6 +102,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from mrl_core.export import export_all
     from mrl_core.planner import WidthPlanner, candidates_records
 
+    deployment = Deployment(vendor=args.vendor, replicas=args.replicas, rescore_location=args.rescore_location)
     planner = WidthPlanner(
         args.corpus_size,
         max_storage_gb=args.max_storage_gb,
@@ -103,10 +110,8 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         max_p95_ms=args.max_p95_ms,
         min_ndcg=args.min_ndcg,
         min_retention=args.min_retention,
-        replicas=args.replicas,
-        vendor=args.vendor,
-        objective=args.objective,
-        rescore_location=args.rescore_location,
+        deployment=deployment,
+        **({} if args.objective is None else {"objective": args.objective}),
     ).fit(_store(args), dataset_fingerprint=args.dataset, model=args.model)
     summary_columns = [
         "label", "storage_gb", "ram_gb", "p95_ms", "latency_projected", "latency_error", "ndcg_at_10", "retention",
@@ -117,12 +122,15 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     payload = {
         "context": planner.context_,
         "corpus_size": args.corpus_size,
-        "vendor": args.vendor,
-        "replicas": args.replicas,
+        "vendor": deployment.vendor,
+        "replicas": deployment.replicas,
         "targets": planner.targets(),
         "recommendation": chosen,
         "margins": chosen["margins"] if chosen else None,
-        "exports": export_all(chosen, planner.context_["full_width"], corpus_size=args.corpus_size) if chosen else None,
+        "exports": (
+            export_all(chosen, planner.context_["full_width"], corpus_size=args.corpus_size, deployment=deployment)
+            if chosen else None
+        ),
         "rejected": candidates_records(rejected[summary_columns + ["reasons", "misses"]]),
         "frontier": candidates_records(planner.frontier_[summary_columns]),
         "closest": None if planner.closest_ is None else {
@@ -131,17 +139,23 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         },
     }
     context = planner.context_
-    lines = [f"{args.corpus_size:,} vectors, {args.vendor} x{args.replicas}; quality from {context['dataset']}, model {context['model']}"]
+    lines = [
+        f"{args.corpus_size:,} vectors, {deployment.vendor} x{deployment.replicas}; "
+        f"quality from {context['dataset']}, model {context['model']}"
+    ]
     if chosen:
         latency = "no latency target" if chosen["p95_ms"] is None else f"p95 {chosen['p95_ms']:.3g} ms"
         if chosen["latency_projected"]:
             latency += " (projected)"
+        # A label-free evaluation (plain corpus) measures fidelity, not nDCG.
+        quality = "not measured" if chosen["ndcg_at_10"] is None else f"{chosen['ndcg_at_10']:.4f}"
         lines.append(
             f"recommend: {chosen['label']}: {chosen['storage_gb']:.3g} GB, {latency}, nDCG@10 "
-            f"{chosen['ndcg_at_10']:.4f} ({chosen['quality_source']})"
+            f"{quality} ({chosen['quality_source']})"
         )
         for name, margin in chosen["margins"].items():
-            lines.append(f"  {name} {margin['target']}: margin {margin['margin']:.4g}")
+            room = "unknown" if margin["margin"] is None else f"{margin['margin']:.4g}"
+            lines.append(f"  {name} {margin['target']}: margin {room}")
         lines.append(f"  FAISS: {payload['exports']['faiss']['factory_string']}")
     else:
         lines.append("nothing meets every target; closest:")
@@ -155,31 +169,25 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from mrl_core.bench import BENCH_PRECISIONS, run_bench
+    from mrl_core.bench import BENCH_WIDTHS, bench_dataset
     from mrl_core.data import load_dataset
     from mrl_core.encode import embed_dataset
 
     dataset = load_dataset(args.data)
     embeddings = embed_dataset(dataset, args.model, StderrProgress("encoding"))
-    result = run_bench(
-        embeddings.corpus,
-        widths=args.widths,
-        index_types=args.index_types,
-        precisions=list(BENCH_PRECISIONS) if args.precisions is None else args.precisions,
+    result = bench_dataset(
+        dataset,
+        embeddings,
+        widths=args.widths or BENCH_WIDTHS,
         corpus_sizes=args.corpus_sizes or [dataset.corpus_size, 25_000, 100_000],
-        query_embeddings=embeddings.queries,
         query_count=args.query_count,
+        store=_store(args),
+        progress=StderrProgress("bench"),
+        index_types=args.index_types,
+        precisions=args.precisions,
         batch_size=args.batch_size,
         threads=args.threads,
         hnsw_max_corpus_size=args.hnsw_max_corpus_size,
-        store=_store(args),
-        run_fields={
-            "model": args.model,
-            "model_fingerprint": embeddings.model_fingerprint,
-            "dataset": dataset.name,
-            "dataset_fingerprint": dataset.fingerprint,
-        },
-        progress=StderrProgress("bench"),
     )
     lines = [f"run {result.run_id}: {dataset.name}, model {args.model}"]
     for row in result.rows:
@@ -206,8 +214,8 @@ def _cmd_funnel(args: argparse.Namespace) -> int:
     import numpy as np
 
     from mrl_core.data import load_dataset
-    from mrl_core.encode import embed_dataset
-    from mrl_core.funnel import FunnelSearcher, FunnelTuner, encode_query, live_query, load_tuned_funnel, save_tuning
+    from mrl_core.encode import embed_dataset, encode_query
+    from mrl_core.funnel import FunnelSearcher, FunnelTuner, live_query, load_tuned_funnel, save_tuning
 
     dataset = load_dataset(args.data)
     embeddings = embed_dataset(dataset, args.model, StderrProgress("encoding"))
@@ -320,9 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="quality at every width x precision x method, stored")
     _add_common(evaluate)
-    evaluate.add_argument("--widths", type=_int_list, default=[384, 256, 128, 64, 32, 16, 8])
-    evaluate.add_argument("--precisions", type=_str_list, default=["fp32", "fp16", "int8", "binary", "binary+rescore"])
-    evaluate.add_argument("--methods", type=_str_list, default=["prefix", "pca"])
+    evaluate.add_argument("--widths", type=_int_list, default=list(DEFAULT_EVALUATE_WIDTHS))
+    evaluate.add_argument("--precisions", type=_str_list, default=list(PRECISIONS))
+    evaluate.add_argument("--methods", type=_str_list, default=list(METHODS))
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     recommend = commands.add_parser(
@@ -335,10 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--max-p95-ms", type=float, default=None, help="p95 single-query latency, ms")
     recommend.add_argument("--min-ndcg", type=float, default=None, help="nDCG@10 floor on the evaluated dataset")
     recommend.add_argument("--min-retention", type=float, default=None, help="nDCG@10 floor relative to full-width fp32")
-    recommend.add_argument("--replicas", type=int, default=1)
-    recommend.add_argument("--vendor", choices=["faiss", "qdrant", "weaviate", "opensearch"], default="faiss")
-    recommend.add_argument("--objective", choices=["cheapest", "best_quality"], default="cheapest")
-    recommend.add_argument("--rescore-location", choices=["ram", "disk"], default="ram",
+    recommend.add_argument("--replicas", type=int, default=Deployment.replicas)
+    recommend.add_argument("--vendor", choices=VENDORS, default=Deployment.vendor)
+    # No argparse choices: mrl_core.planner owns them and loads pandas and DuckDB (~0.5 s on every command);
+    # WidthPlanner.fit refuses an unknown objective with the same exit code 2.
+    recommend.add_argument("--objective", default=None,
+                           help="how to pick among the candidates that meet every target: one of "
+                                "mrl_core.planner.OBJECTIVES (default: WidthPlanner's)")
+    recommend.add_argument("--rescore-location", choices=LOCATIONS, default=Deployment.rescore_location,
                            help="where funnels keep the vectors later stages rescore with")
     recommend.add_argument("--dataset", default=None, help="evaluated dataset fingerprint or name (default: newest)")
     recommend.add_argument("--model", default=None, help="evaluated model (default: newest for the dataset)")
@@ -349,15 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--corpus-sizes", type=_int_list, default=None,
                        help="sizes to measure at; above the real size the corpus is enlarged with noisy copies "
                             "(default: the real size, 25000, 100000)")
-    bench.add_argument("--widths", type=_int_list, default=[384, 128, 64, 32])
-    bench.add_argument("--index-types", type=_str_list, default=["flat", "binary", "hnsw"])
-    # Default resolved in _cmd_bench: importing mrl_core.bench (faiss, pandas) here would slow every command.
-    bench.add_argument("--precisions", type=_str_list, default=None,
-                       help="default: every precision the bench supports (mrl_core.bench.BENCH_PRECISIONS)")
+    # Default left to run_bench: importing mrl_core.bench (pandas) here would slow every command.
+    bench.add_argument("--widths", type=_int_list, default=None, help="default: mrl_core.bench.run_bench's widths")
+    bench.add_argument("--index-types", type=_str_list, default=list(BENCH_INDEX_TYPES))
+    bench.add_argument("--precisions", type=_str_list, default=list(PRECISIONS),
+                       help="each index type is measured at those it holds (mrl_core.indexes.MEASURED_PRECISIONS)")
     bench.add_argument("--query-count", type=int, default=100, help="single queries timed per configuration")
     bench.add_argument("--batch-size", type=int, default=64, help="queries per call for throughput")
     bench.add_argument("--threads", type=int, default=1, help="FAISS/BLAS threads (1: a single query's scan uses one)")
-    bench.add_argument("--hnsw-max-corpus-size", type=int, default=50_000, help="HNSW is not built above this size")
+    bench.add_argument("--hnsw-max-corpus-size", type=int, default=HNSW_MAX_CORPUS_SIZE,
+                       help="HNSW is not built above this size")
     bench.set_defaults(handler=_cmd_bench)
 
     funnel = commands.add_parser("funnel", help="one query through the auto-tuned funnel and exact search, side by side")
@@ -370,8 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="make an encoder Matryoshka (full fine-tune) or fit a Matryoshka adaptor")
     _add_common(train)
-    train.add_argument("--mode", choices=["full", "adaptor"], default="adaptor")
-    train.add_argument("--dims", type=_int_list, default=[384, 256, 128, 64, 32, 16, 8])
+    train.add_argument("--mode", choices=TRAIN_MODES, default="adaptor")
+    # Train at every width the evaluation reports by default, so each evaluated prefix was trained for.
+    train.add_argument("--dims", type=_int_list, default=list(DEFAULT_EVALUATE_WIDTHS))
     train.add_argument("--epochs", type=int, default=None, help="default: 1 for full, 4 for adaptor")
     train.add_argument("--batch-size", type=int, default=32, help="full mode: pairs per batch (in-batch negatives)")
     train.add_argument("--learning-rate", type=float, default=None, help="default: 2e-5 for full, 1e-3 for adaptor")

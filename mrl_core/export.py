@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 
-from mrl_core.cost import BINARY_PRECISIONS, check_index_precision, default_ivf_nlist
+from mrl_core.deployment import Deployment
+from mrl_core.indexes import BINARY_PRECISIONS, HNSW_M, check_index_precision, default_ivf_nlist
 from mrl_core.widths import METHODS
 
 # FAISS scalar-quantizer names for the float precisions (faiss index_factory grammar).
@@ -23,7 +24,7 @@ def faiss_factory_string(
     index_type: str,
     *,
     method: str = "prefix",
-    hnsw_m: int = 32,
+    hnsw_m: int = HNSW_M,
     ivf_nlist: int | None = None,
     corpus_size: int | None = None,
 ) -> str:
@@ -72,12 +73,12 @@ def faiss_export(
     config: dict,
     *,
     full_width: int | None = None,
-    hnsw_m: int = 32,
-    ivf_nlist: int | None = None,
     corpus_size: int | None = None,
+    deployment: Deployment = Deployment(),
 ) -> dict:
     """What to build in FAISS: the stage-1 factory string, which factory takes it, its input, and what
-    later stages read. ``full_width`` is needed for a PCA configuration (its index takes full vectors)."""
+    later stages read. ``full_width`` is needed for a PCA configuration (its index takes full vectors);
+    ``deployment`` gives HNSW M and IVF lists (None: sized from ``corpus_size``)."""
     stages = config["stages"]
     first = stages[0]
     width = int(first["width"])
@@ -95,7 +96,7 @@ def faiss_export(
     export = {
         "factory_string": faiss_factory_string(
             width, first["precision"], first["index_type"], method="prefix" if binary else method,
-            hnsw_m=hnsw_m, ivf_nlist=ivf_nlist, corpus_size=corpus_size,
+            hnsw_m=deployment.hnsw_m, ivf_nlist=deployment.ivf_nlist, corpus_size=corpus_size,
         ),
         "factory": "faiss.index_binary_factory" if binary else "faiss.index_factory",
         "dimension": full_width if method == "pca" and not binary else width,
@@ -147,7 +148,14 @@ def _qdrant_vector(stage: dict, *, searched: bool, hnsw_m: int) -> tuple[dict, d
     return vector, params
 
 
-def qdrant_export(config: dict, full_width: int, *, collection_name: str = "mrl", top_k: int = 10, hnsw_m: int = 32) -> dict:
+def qdrant_export(
+    config: dict,
+    full_width: int,
+    *,
+    collection_name: str = "mrl",
+    top_k: int = 10,
+    deployment: Deployment = Deployment(),
+) -> dict:
     """A Qdrant collection definition and Query API request for a configuration.
 
     Each stage's width is a named vector ('prefix_64', or 'full' at the full width). A funnel becomes the
@@ -160,7 +168,7 @@ def qdrant_export(config: dict, full_width: int, *, collection_name: str = "mrl"
         full_width: the model's full embedding width.
         collection_name: the collection to create.
         top_k: results returned when the last stage does not say (its shortlist_size is k).
-        hnsw_m: HNSW links for a stage-1 'hnsw' index.
+        deployment: gives the HNSW links (M) of a stage-1 'hnsw' index.
 
     Returns:
         {"create_collection": {"method": "PUT", "path": ..., "body": ...},
@@ -179,7 +187,7 @@ def qdrant_export(config: dict, full_width: int, *, collection_name: str = "mrl"
         if name in vectors:
             # Two stages reading the same width at different precisions need two stored vectors.
             name = f"{name}_{stage.get('precision', 'fp32').replace('+', '_')}"
-        vector, params = _qdrant_vector(stage, searched=position == 0, hnsw_m=hnsw_m)
+        vector, params = _qdrant_vector(stage, searched=position == 0, hnsw_m=deployment.hnsw_m)
         vectors[name] = vector
         stage_params.append((name, params))
     if stages[0].get("index_type") == "ivf":
@@ -227,11 +235,18 @@ def config_json(config: dict, *, full_width: int | None = None) -> str:
     return json.dumps(payload, indent=2, default=str)
 
 
-def export_all(config: dict, full_width: int, *, corpus_size: int | None = None, hnsw_m: int = 32,
-               ivf_nlist: int | None = None, top_k: int = 10) -> dict:
-    """Every export of one configuration: {"json": ..., "faiss": ..., "qdrant": ...}."""
+def export_all(
+    config: dict,
+    full_width: int,
+    *,
+    corpus_size: int | None = None,
+    deployment: Deployment = Deployment(),
+    top_k: int = 10,
+) -> dict:
+    """Every export of one configuration: {"json": ..., "faiss": ..., "qdrant": ...}, built for ``deployment``
+    (the one the planner costed)."""
     return {
         "json": json.loads(config_json(config, full_width=full_width)),
-        "faiss": faiss_export(config, full_width=full_width, hnsw_m=hnsw_m, ivf_nlist=ivf_nlist, corpus_size=corpus_size),
-        "qdrant": qdrant_export(config, full_width, top_k=top_k, hnsw_m=hnsw_m),
+        "faiss": faiss_export(config, full_width=full_width, corpus_size=corpus_size, deployment=deployment),
+        "qdrant": qdrant_export(config, full_width, top_k=top_k, deployment=deployment),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mrl_core.deployment import Deployment
 from mrl_core.widths import METHODS, PRECISIONS
 
 QUALITY_METRICS = ("ndcg_at_10", "recall_at_10", "recall_at_100", "mrr_at_10", "fidelity_at_10", "retention")
@@ -39,7 +40,11 @@ def quality_vs_width(results: pd.DataFrame, metric: str = "ndcg_at_10"):
             runs only have ``fidelity_at_10``), or repeated cells within one label.
 
     Example:
-        >>> figure = quality_vs_width(ResultStore().results(run_id), metric="retention")
+        >>> results = pd.DataFrame({"method": "prefix", "precision": ["fp32", "fp32", "int8", "int8"],
+        ...                         "width": [384, 64, 384, 64], "ndcg_at_10": [0.65, 0.48, 0.64, 0.47]})
+        >>> figure = quality_vs_width(results)
+        >>> [trace.name for trace in figure.data], figure.layout.xaxis.ticktext
+        (['prefix fp32', 'prefix int8'], ('64', '384'))
     """
     import plotly.graph_objects as go
 
@@ -237,10 +242,7 @@ def capacity_projection(
     funnels: pd.DataFrame,
     corpus_sizes,
     *,
-    vendor: str = "faiss",
-    replicas: int = 1,
-    hnsw_m: int = 32,
-    rescore_location: str = "ram",
+    deployment: Deployment = Deployment(),
     dataset_fingerprint: str | None = None,
     model: str | None = None,
 ):
@@ -255,7 +257,8 @@ def capacity_projection(
             stages, width, precision, index_type.
         latency: the store's ``latency`` rows; funnels: its ``funnels`` rows.
         corpus_sizes: the sizes to draw.
-        vendor, replicas, hnsw_m, rescore_location: as in ``WidthPlanner``.
+        deployment: where the configurations are deployed (vendor, replicas, index parameters, where a
+            funnel rescores), as given to ``WidthPlanner``.
         dataset_fingerprint, model: keep only funnel rows measured on this dataset and model (the
             planner's ``context_``); None keeps every dataset's and model's.
 
@@ -276,14 +279,10 @@ def capacity_projection(
         storage_gb = []
         for size in sizes:
             if config.get("kind") == "funnel":
-                estimate = estimate_funnel_storage(
-                    size, config["stages"], rescore_location=rescore_location, hnsw_m=hnsw_m, vendor=vendor,
-                    replicas=replicas,
-                )
+                estimate = estimate_funnel_storage(size, config["stages"], deployment)
             else:
                 estimate = estimate_storage(
-                    size, int(config["width"]), config["precision"], config["index_type"], hnsw_m=hnsw_m, vendor=vendor,
-                    replicas=replicas,
+                    size, int(config["width"]), config["precision"], config["index_type"], deployment
                 )
             storage_gb.append(estimate.storage_gb)
         figure.add_trace(

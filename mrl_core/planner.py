@@ -14,16 +14,11 @@ from typing import Literal, get_args
 import numpy as np
 import pandas as pd
 
-from mrl_core.cost import (
-    BINARY_PRECISIONS,
-    INDEX_TYPES,
-    LOCATIONS,
-    VENDORS,
-    StorageEstimate,
-    estimate_funnel_storage,
-    estimate_storage,
-    latency_at,
-)
+from mrl_core.cost import StorageEstimate, estimate_funnel_storage, estimate_storage, latency_at
+from mrl_core.deployment import Deployment
+from mrl_core.funnel.stages import Funnel
+from mrl_core.indexes import INDEX_TYPES, index_types_holding
+from mrl_core.pareto import pareto_flags
 from mrl_core.store import ResultStore
 
 Objective = Literal["cheapest", "best_quality"]
@@ -40,12 +35,6 @@ TARGETS = {
 CLOSEST_COUNT = 5
 
 
-def _index_types_for(precision: str, index_types: tuple[str, ...]) -> list[str]:
-    # A flat scan over bit codes is the 'binary' index; float codes are scanned by 'flat'.
-    excluded = "flat" if precision in BINARY_PRECISIONS else "binary"
-    return [index_type for index_type in index_types if index_type != excluded]
-
-
 def _stages_key(stages) -> str:
     stages = json.loads(stages) if isinstance(stages, str) else stages
     return json.dumps(
@@ -55,6 +44,8 @@ def _stages_key(stages) -> str:
                 "precision": stage.get("precision", "fp32"),
                 "index_type": stage.get("index_type", "flat"),
                 "shortlist_size": stage.get("shortlist_size"),
+                # IVF funnels that differ only in lists probed are different funnels.
+                **({"probes": int(stage["probes"])} if stage.get("probes") is not None else {}),
             }
             for stage in stages
         ],
@@ -63,16 +54,8 @@ def _stages_key(stages) -> str:
 
 
 def funnel_label(stages: list[dict]) -> str:
-    """'funnel 32 binary/binary [100] -> 384 fp32' style label: width, precision, index, shortlist."""
-    parts = []
-    for stage in stages:
-        text = f"{stage['width']} {stage.get('precision', 'fp32')}"
-        if stage is stages[0]:
-            text += f"/{stage.get('index_type', 'flat')}"
-        if stage.get("shortlist_size"):
-            text += f" [{stage['shortlist_size']}]"
-        parts.append(text)
-    return "funnel " + " -> ".join(parts)
+    """A funnel candidate's label: 'funnel ' and ``Funnel.describe()``, e.g. 'funnel binary 32 -> 200 | 384 -> 10'."""
+    return "funnel " + Funnel.from_dicts(stages).describe()
 
 
 def _latest_per(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -117,7 +100,12 @@ def latency_rows_for(
         ValueError: for a ``kind`` other than 'single' or 'funnel'.
 
     Example:
-        >>> rows = latency_rows_for(planner.recommendation_, store.rows("latency"), store.rows("funnels"))
+        >>> latency = pd.DataFrame({"run_id": [1, 2, 2], "index_type": "flat", "width": 128, "precision": "fp32",
+        ...                         "corpus_size": [1000, 1000, 10_000], "p95_ms": [0.9, 0.8, 6.5]})
+        >>> config = {"kind": "single", "index_type": "flat", "width": 128, "precision": "fp32"}
+        >>> rows = latency_rows_for(config, latency, pd.DataFrame())
+        >>> rows["corpus_size"].tolist(), rows["p95_ms"].tolist()  # run 2 replaced run 1 at 1000
+        ([1000, 10000], [0.8, 6.5])
     """
     kind = config.get("kind", "single")
     if kind == "funnel":
@@ -159,14 +147,10 @@ class WidthPlanner:
         max_p95_ms: p95 single-query latency, measured or projected from bench rows.
         min_ndcg: nDCG@10 floor on the evaluated dataset.
         min_retention: floor on nDCG@10 relative to full-width fp32 (1.0 = no loss).
-        replicas: copies of the index.
-        vendor: 'faiss', 'qdrant', 'weaviate' or 'opensearch'; applies that vendor's overhead factor.
         objective: 'cheapest' (least storage, then latency) or 'best_quality' (highest nDCG, then storage).
         index_types: index types to consider for single-stage candidates.
-        hnsw_m: HNSW links per vector used for storage.
-        ivf_nlist: IVF lists; None uses the FAISS guideline 4*sqrt(corpus_size).
-        metadata_bytes_per_vector: ids/metadata kept per vector, counted in RAM.
-        rescore_location: where funnels keep the vectors later stages rescore with ('ram' or 'disk').
+        deployment: vendor, replicas, metadata bytes per vector, HNSW M, IVF lists and where funnels keep
+            the vectors later stages rescore with (``mrl_core.deployment.Deployment``); storage is costed for it.
 
     Learned attributes:
         candidates_: DataFrame, one row per configuration with data, with storage, latency, quality,
@@ -178,8 +162,16 @@ class WidthPlanner:
         context_: dataset, model and runs the candidates were built from.
 
     Example:
-        >>> planner = WidthPlanner(1_000_000, max_storage_gb=1, max_p95_ms=20, min_ndcg=0.6).fit(store)
-        >>> planner.recommendation_["label"]
+        >>> import tempfile
+        >>> store = ResultStore(f"{tempfile.mkdtemp()}/results.duckdb")
+        >>> quality = {("fp32", 384): 0.65, ("int8", 384): 0.64, ("fp32", 128): 0.60, ("fp32", 64): 0.48}
+        >>> rows = [{"method": "prefix", "width": width, "precision": precision, "ndcg_at_10": ndcg}
+        ...         for (precision, width), ndcg in quality.items()]
+        >>> with store.run("evaluate", model="base", dataset="toy", dataset_fingerprint="fp-toy") as run_id:
+        ...     store.add_rows("results", run_id, rows)
+        >>> planner = WidthPlanner(1_000_000, max_storage_gb=0.5, min_ndcg=0.6).fit(store)
+        >>> planner.recommendation_["label"], planner.recommendation_["storage_gb"]
+        ('prefix 384 int8/flat', 0.384)
     """
 
     def __init__(
@@ -190,14 +182,9 @@ class WidthPlanner:
         max_p95_ms: float | None = None,
         min_ndcg: float | None = None,
         min_retention: float | None = None,
-        replicas: int = 1,
-        vendor: str = "faiss",
         objective: Objective = "cheapest",
         index_types: tuple[str, ...] = INDEX_TYPES,
-        hnsw_m: int = 32,
-        ivf_nlist: int | None = None,
-        metadata_bytes_per_vector: float = 0.0,
-        rescore_location: str = "ram",
+        deployment: Deployment = Deployment(),
     ):
         self.corpus_size = corpus_size
         self.max_storage_gb = max_storage_gb
@@ -205,14 +192,9 @@ class WidthPlanner:
         self.max_p95_ms = max_p95_ms
         self.min_ndcg = min_ndcg
         self.min_retention = min_retention
-        self.replicas = replicas
-        self.vendor = vendor
         self.objective = objective
         self.index_types = index_types
-        self.hnsw_m = hnsw_m
-        self.ivf_nlist = ivf_nlist
-        self.metadata_bytes_per_vector = metadata_bytes_per_vector
-        self.rescore_location = rescore_location
+        self.deployment = deployment
 
     # -- public --------------------------------------------------------------------------------
     def targets(self) -> dict[str, float]:
@@ -281,17 +263,14 @@ class WidthPlanner:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{name}={value!r}: expected a finite number >= 0, or None for no target")
-        if self.vendor not in VENDORS:
-            raise ValueError(f"vendor={self.vendor!r}: expected one of {list(VENDORS)}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective={self.objective!r}: expected one of {list(OBJECTIVES)}")
-        if self.rescore_location not in LOCATIONS:
-            raise ValueError(f"rescore_location={self.rescore_location!r}: expected one of {list(LOCATIONS)}")
+        # A Deployment checks its own fields when it is made.
+        if not isinstance(self.deployment, Deployment):
+            raise ValueError(f"deployment={self.deployment!r}: expected a mrl_core.deployment.Deployment")
         unknown = [index_type for index_type in self.index_types if index_type not in INDEX_TYPES]
         if unknown or not self.index_types:
             raise ValueError(f"index_types={list(self.index_types)!r}: expected a non-empty subset of {list(INDEX_TYPES)}")
-        if not isinstance(self.replicas, (int, np.integer)) or self.replicas < 1:
-            raise ValueError(f"replicas={self.replicas!r}: expected a whole number >= 1")
 
     def _select_quality_rows(self, results: pd.DataFrame, dataset: str | None, model: str | None):
         if results.empty:
@@ -363,16 +342,12 @@ class WidthPlanner:
         measured: dict[tuple[str, int, str], dict] = {}
         candidates = []
         for row in results.itertuples():
-            for index_type in _index_types_for(row.precision, tuple(self.index_types)):
+            for index_type in index_types_holding(row.precision, self.index_types):
                 config = {"kind": "single", "index_type": index_type, "width": int(row.width), "precision": row.precision}
                 key = (index_type, int(row.width), row.precision)
                 if key not in measured:
                     measured[key] = self._latency_fields(latency_rows_for(config, latency, no_funnels))
-                storage = estimate_storage(
-                    self.corpus_size, int(row.width), row.precision, index_type, hnsw_m=self.hnsw_m,
-                    ivf_nlist=self.ivf_nlist, metadata_bytes_per_vector=self.metadata_bytes_per_vector,
-                    vendor=self.vendor, replicas=self.replicas,
-                )
+                storage = estimate_storage(self.corpus_size, int(row.width), row.precision, index_type, self.deployment)
                 ndcg = None if pd.isna(row.ndcg_at_10) else float(row.ndcg_at_10)
                 retention = None if pd.isna(row.retention) else float(row.retention)
                 if retention is None and ndcg is not None and reference:
@@ -406,11 +381,7 @@ class WidthPlanner:
         for key in sorted(set(funnels["stages"].map(_stages_key))):
             stages = json.loads(key)
             group = latency_rows_for({"kind": "funnel", "stages": stages}, latency, funnels)
-            storage = estimate_funnel_storage(
-                self.corpus_size, stages, rescore_location=self.rescore_location, hnsw_m=self.hnsw_m,
-                ivf_nlist=self.ivf_nlist, metadata_bytes_per_vector=self.metadata_bytes_per_vector,
-                vendor=self.vendor, replicas=self.replicas,
-            )
+            storage = estimate_funnel_storage(self.corpus_size, stages, self.deployment)
             # Quality from the measured size nearest the target: recall of a shortlist falls as the corpus grows.
             nearest = group.iloc[(np.log(group["corpus_size"].astype(float)) - math.log(self.corpus_size)).abs().argsort()]
             measured = nearest.dropna(subset=["ndcg_at_10"])
@@ -542,18 +513,12 @@ def rank(candidates: pd.DataFrame, objective: Objective = "cheapest") -> pd.Data
 def pareto_mask(candidates: pd.DataFrame) -> list[bool]:
     """True for candidates no other candidate beats: as small or smaller storage and p95, as high or higher
     nDCG@10, and strictly better on one. Unknown latency counts as worst; unknown nDCG is never on it."""
-    storage = candidates["storage_bytes"].astype(float).to_numpy()
-    latency = candidates["p95_ms"].astype(float).fillna(math.inf).to_numpy()
-    quality = candidates["ndcg_at_10"].astype(float).to_numpy()
-    mask = []
-    for i in range(len(candidates)):
-        if math.isnan(quality[i]):
-            mask.append(False)
-            continue
-        no_worse = (storage <= storage[i]) & (latency <= latency[i]) & (np.nan_to_num(quality, nan=-math.inf) >= quality[i])
-        better = (storage < storage[i]) | (latency < latency[i]) | (np.nan_to_num(quality, nan=-math.inf) > quality[i])
-        mask.append(not bool((no_worse & better).any()))
-    return mask
+    quality = candidates["ndcg_at_10"].astype(float)
+    flags = pareto_flags(
+        lower_is_better=[candidates["storage_bytes"].astype(float), candidates["p95_ms"].astype(float)],
+        higher_is_better=[quality],
+    )
+    return [flag and known for flag, known in zip(flags, quality.notna())]
 
 
 def _fmt(value: float, unit: str) -> str:
@@ -580,3 +545,21 @@ def _plain(value):
 def candidates_records(frame: pd.DataFrame) -> list[dict]:
     """A candidates DataFrame as JSON-friendly records."""
     return [_plain(record) for record in frame.to_dict("records")]
+
+
+def exact_search_comparison(candidates: pd.DataFrame, recommendation: dict) -> list[dict]:
+    """The recommendation, then the widest fp32 prefix on a flat index (exact full-width search) unless that
+    is the recommendation itself: the configurations a capacity projection sets side by side.
+
+    Args:
+        candidates: a fitted planner's ``candidates_``.
+        recommendation: its ``recommendation_``.
+    """
+    exact = candidates[
+        (candidates["kind"] == "single") & (candidates["method"] == "prefix") & (candidates["precision"] == "fp32")
+        & (candidates["index_type"] == "flat")
+    ].sort_values("width")
+    compared = [recommendation]
+    if not exact.empty and exact.iloc[-1]["label"] != recommendation["label"]:
+        compared.append(exact.iloc[-1].to_dict())
+    return compared

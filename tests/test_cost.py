@@ -5,54 +5,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrl_core import widths
 from mrl_core.cost import (
     GB,
-    PRECISIONS,
-    code_bytes_per_vector,
     estimate_funnel_storage,
     estimate_storage,
-    index_bytes_per_vector,
     latency_at,
     rescore_bytes_per_vector,
 )
-
-
-def test_precision_names_are_the_ones_widths_uses():
-    assert PRECISIONS == widths.PRECISIONS
-
-
-@pytest.mark.parametrize(
-    "precision, expected", [("fp32", 1536), ("fp16", 768), ("int8", 384), ("binary", 48), ("binary+rescore", 48)]
-)
-def test_code_bytes_for_minilm_width(precision, expected):
-    assert code_bytes_per_vector(384, precision) == expected
-
-
-def test_binary_codes_round_up_to_whole_bytes():
-    assert code_bytes_per_vector(12, "binary") == 2
-
-
-def test_index_extras_hand_computed():
-    # FAISS wiki: HNSW d*4 + M*2*4 -> 384*4 + 32*8 = 1792; IVF adds an 8-byte id.
-    assert index_bytes_per_vector(384, "fp32", "hnsw", hnsw_m=32) == 1792
-    assert index_bytes_per_vector(64, "int8", "hnsw", hnsw_m=16) == 64 + 128
-    assert index_bytes_per_vector(64, "fp32", "ivf") == 264
-    assert index_bytes_per_vector(256, "binary", "binary") == 32
+from mrl_core.deployment import Deployment
 
 
 def test_ivf_adds_centroids_once():
-    estimate = estimate_storage(1_000_000, 64, "fp32", "ivf", ivf_nlist=4000)
+    estimate = estimate_storage(1_000_000, 64, "fp32", "ivf", Deployment(ivf_nlist=4000))
     assert estimate.storage_bytes == 1_000_000 * (256 + 8) + 4000 * 64 * 4
     # Binary IVF clusters in Hamming space: centroids are bits too.
-    binary = estimate_storage(1_000_000, 64, "binary", "ivf", ivf_nlist=4000)
+    binary = estimate_storage(1_000_000, 64, "binary", "ivf", Deployment(ivf_nlist=4000))
     assert binary.storage_bytes == 1_000_000 * (8 + 8) + 4000 * 8
 
 
 def test_qdrant_worked_example():
     # https://qdrant.tech/documentation/cloud/capacity-sizing: 1M x 1024 x 4 bytes x 1.5
     # "is approximately 6,144,000,000 bytes, or about 5.72 GB" (5.72 is the GiB reading).
-    estimate = estimate_storage(1_000_000, 1024, "fp32", "flat", vendor="qdrant")
+    estimate = estimate_storage(1_000_000, 1024, "fp32", "flat", Deployment(vendor="qdrant"))
     assert estimate.storage_bytes == 6_144_000_000
     assert estimate.storage_bytes / 2**30 == pytest.approx(5.72, abs=0.005)
     assert estimate.ram_bytes == estimate.storage_bytes and estimate.disk_bytes == 0
@@ -61,41 +35,41 @@ def test_qdrant_worked_example():
 def test_opensearch_worked_example():
     # OpenSearch k-NN docs (knn-index.md, HNSW memory estimation):
     # 1.1 * (4 * 256 + 8 * 16) * 1,000,000 ~= 1.267 GB
-    estimate = estimate_storage(1_000_000, 256, "fp32", "hnsw", hnsw_m=16, vendor="opensearch")
+    estimate = estimate_storage(1_000_000, 256, "fp32", "hnsw", Deployment(vendor="opensearch", hnsw_m=16))
     assert estimate.storage_bytes == pytest.approx(1_267_200_000)
     assert estimate.storage_gb == pytest.approx(1.267, abs=0.0005)
 
 
 def test_weaviate_worked_example():
     # https://weaviate.io/developers/weaviate/concepts/resources: "2 * 1e6 * 1536 B == 3 GB".
-    estimate = estimate_storage(1_000_000, 384, "fp32", "flat", vendor="weaviate")
+    estimate = estimate_storage(1_000_000, 384, "fp32", "flat", Deployment(vendor="weaviate"))
     assert estimate.storage_bytes == 2 * 1_000_000 * 1536
     assert estimate.storage_gb == pytest.approx(3.0, abs=0.08)
 
 
 def test_vendor_factor_and_replicas_multiply():
     base = estimate_storage(1_000_000, 384, "fp32", "flat")
-    weaviate = estimate_storage(1_000_000, 384, "fp32", "flat", vendor="weaviate", replicas=3)
+    weaviate = estimate_storage(1_000_000, 384, "fp32", "flat", Deployment(vendor="weaviate", replicas=3))
     assert base.storage_bytes == 1_536_000_000
     assert weaviate.storage_bytes == 1_536_000_000 * 2 * 3
 
 
 def test_qdrant_keeps_float_originals_on_disk_beside_quantized_codes():
     # RAM: 1000 x 64 int8 codes x 1.5; disk: the 64 x 4-byte originals Qdrant keeps, x 1.5.
-    int8 = estimate_storage(1000, 64, "int8", "flat", vendor="qdrant")
+    int8 = estimate_storage(1000, 64, "int8", "flat", Deployment(vendor="qdrant"))
     assert int8.ram_bytes == 1000 * 64 * 1.5
     assert int8.disk_bytes == 1000 * 256 * 1.5
     binary = estimate_funnel_storage(
         1000, [{"width": 64, "precision": "binary", "index_type": "binary"}, {"width": 384, "precision": "fp32"}],
-        rescore_location="disk", vendor="qdrant",
+        Deployment(vendor="qdrant", rescore_location="disk"),
     )
     assert binary.ram_bytes == 1000 * 8 * 1.5
     assert binary.disk_bytes == 1000 * (1536 + 256) * 1.5
-    assert estimate_storage(1000, 64, "int8", "flat", vendor="opensearch").disk_bytes == 0
+    assert estimate_storage(1000, 64, "int8", "flat", Deployment(vendor="opensearch")).disk_bytes == 0
 
 
 def test_metadata_is_counted_in_ram_without_vendor_factor():
-    estimate = estimate_storage(1000, 64, "fp16", "flat", metadata_bytes_per_vector=16, vendor="qdrant")
+    estimate = estimate_storage(1000, 64, "fp16", "flat", Deployment(vendor="qdrant", metadata_bytes_per_vector=16))
     assert estimate.ram_bytes == 1000 * 128 * 1.5 + 1000 * 16
 
 
@@ -107,11 +81,11 @@ def test_funnel_storage_splits_ram_and_disk():
     ]
     # Later stages read prefixes of one stored fp32 vector: 384*4 bytes, not 128*4 + 384*4.
     assert rescore_bytes_per_vector(stages[1:]) == 1536
-    on_disk = estimate_funnel_storage(1_000_000, stages, rescore_location="disk")
+    on_disk = estimate_funnel_storage(1_000_000, stages, Deployment(rescore_location="disk"))
     assert on_disk.ram_bytes == 1_000_000 * 4
     assert on_disk.disk_bytes == 1_000_000 * 1536
     assert on_disk.rescore_location == "disk"
-    in_ram = estimate_funnel_storage(1_000_000, stages, rescore_location="ram", replicas=2)
+    in_ram = estimate_funnel_storage(1_000_000, stages, Deployment(rescore_location="ram", replicas=2))
     assert in_ram.ram_bytes == 2 * 1_000_000 * (4 + 1536)
     assert in_ram.disk_bytes == 0 and in_ram.rescore_location == "ram"
 
@@ -123,7 +97,7 @@ def test_funnel_storage_keeps_one_vector_per_precision():
         {"width": 384, "precision": "int8"},
     ]
     assert rescore_bytes_per_vector(stages[1:]) == 128 * 2 + 384
-    estimate = estimate_funnel_storage(1000, stages, hnsw_m=8)
+    estimate = estimate_funnel_storage(1000, stages, Deployment(hnsw_m=8))
     assert estimate.storage_bytes == 1000 * ((64 + 64) + 256 + 384)
 
 
@@ -132,23 +106,43 @@ def test_funnel_storage_keeps_one_vector_per_precision():
     [
         ({"precision": "int4"}, "precision='int4'"),
         ({"index_type": "pq"}, "index_type='pq'"),
-        ({"vendor": "pinecone"}, "vendor='pinecone'"),
-        ({"replicas": 0}, "replicas=0"),
         ({"precision": "fp32", "index_type": "binary"}, "holds bit codes"),
         ({"precision": "binary", "index_type": "flat"}, "index_type='binary'"),
+        ({"corpus_size": 0}, "corpus_size=0: expected a positive whole number"),
+        ({"deployment": "qdrant"}, "deployment='qdrant': expected a mrl_core.deployment.Deployment"),
     ],
 )
 def test_bad_options_say_what_is_allowed(kwargs, message):
-    arguments = {"precision": "fp32", "index_type": "flat", **kwargs}
+    arguments = {"corpus_size": 1000, "width": 64, "precision": "fp32", "index_type": "flat", **kwargs}
     with pytest.raises(ValueError, match=message):
-        estimate_storage(1000, 64, **arguments)
+        estimate_storage(**arguments)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_faiss_code_sizes_agree_with_the_formula(precision):
-    factory = {"fp32": "Flat", "fp16": "SQfp16", "int8": "SQ8"}[precision]
-    index = faiss.index_factory(96, factory, faiss.METRIC_INNER_PRODUCT)  # already the concrete class
-    assert index.code_size == code_bytes_per_vector(96, precision)
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"vendor": "pinecone"}, "vendor='pinecone': expected one of ['faiss', 'qdrant', 'weaviate', 'opensearch']"),
+        ({"replicas": 0}, "replicas=0: expected a whole number >= 1"),
+        ({"replicas": 1.5}, "replicas=1.5: expected a whole number >= 1"),
+        ({"metadata_bytes_per_vector": -1}, "metadata_bytes_per_vector=-1: expected a finite number >= 0"),
+        ({"hnsw_m": 0}, "hnsw_m=0: expected a whole number >= 1"),
+        ({"ivf_nlist": 0}, "ivf_nlist=0: expected a whole number >= 1"),
+        ({"rescore_location": "ssd"}, "rescore_location='ssd': expected one of ['ram', 'disk']"),
+    ],
+)
+def test_a_bad_deployment_is_refused_when_made(fields, message):
+    with pytest.raises(ValueError) as error:
+        Deployment(**fields)
+    assert str(error.value).startswith(message)
+
+
+def test_deployment_defaults_are_faiss_one_replica_and_the_bench_hnsw():
+    from mrl_core.indexes import HNSW_M
+
+    deployment = Deployment()
+    assert (deployment.vendor, deployment.replicas, deployment.metadata_bytes_per_vector) == ("faiss", 1, 0.0)
+    assert (deployment.hnsw_m, deployment.ivf_nlist, deployment.rescore_location) == (HNSW_M, None, "ram")
+    assert deployment.vendor_overhead == 1.0 and Deployment(vendor="weaviate").vendor_overhead == 2.0
 
 
 def test_faiss_serialised_flat_index_matches_the_formula():

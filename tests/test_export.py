@@ -4,7 +4,8 @@ import faiss
 import numpy as np
 import pytest
 
-from mrl_core.cost import code_bytes_per_vector
+from mrl_core.deployment import Deployment
+from mrl_core.indexes import code_bytes_per_vector
 from mrl_core.export import config_json, export_all, faiss_export, faiss_factory_string, qdrant_export
 
 FLOAT_CASES = [
@@ -99,7 +100,7 @@ def test_qdrant_three_stage_funnel_nests_prefetches():
         {"width": 128, "precision": "fp16", "shortlist_size": 50},
         {"width": 384, "precision": "fp32"},
     ]
-    export = qdrant_export({"stages": stages}, 384, hnsw_m=16)
+    export = qdrant_export({"stages": stages}, 384, deployment=Deployment(hnsw_m=16))
     vectors = export["create_collection"]["body"]["vectors"]
     assert vectors["prefix_32"]["quantization_config"]["scalar"]["type"] == "int8"
     assert vectors["prefix_32"]["hnsw_config"] == {"m": 16}
@@ -141,6 +142,16 @@ def test_export_all_is_json_and_keeps_the_measurements():
     assert json.loads(json.dumps(exports)) == exports
     assert exports["json"]["stages"] == FUNNEL["stages"] and exports["json"]["full_width"] == 384
     assert json.loads(config_json(config))["ndcg_at_10"] == 0.63
+
+
+def test_export_all_builds_the_index_the_deployment_costed():
+    hnsw = {"stages": [{"width": 64, "precision": "int8", "index_type": "hnsw"}]}
+    exports = export_all(hnsw, 384, deployment=Deployment(vendor="qdrant", hnsw_m=16))
+    assert exports["faiss"]["factory_string"] == "HNSW16,SQ8"
+    assert exports["qdrant"]["create_collection"]["body"]["vectors"]["prefix_64"]["hnsw_config"] == {"m": 16}
+    ivf = {"stages": [{"width": 64, "precision": "fp32", "index_type": "ivf"}]}
+    assert export_all(ivf, 384, corpus_size=1_000_000)["faiss"]["factory_string"] == "IVF4000,Flat"
+    assert export_all(ivf, 384, deployment=Deployment(ivf_nlist=256))["faiss"]["factory_string"] == "IVF256,Flat"
 
 
 def test_pca_factory_reproduces_the_evaluated_pca_ranking():

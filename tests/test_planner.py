@@ -8,8 +8,9 @@ import pytest
 
 from mrl_core.cli import main
 from mrl_core.cost import GB
+from mrl_core.deployment import Deployment
 from mrl_core.bench import run_bench
-from mrl_core.planner import WidthPlanner, latency_rows_for, pareto_mask, rank
+from mrl_core.planner import WidthPlanner, funnel_label, latency_rows_for, pareto_mask, rank
 from mrl_core.store import ResultStore
 
 # Shaped like all-MiniLM-L6-v2 on SciFact (DESIGN.md: 0.6451 full, 0.602 at 128, 0.484 at 64, 0.337 at 32).
@@ -165,6 +166,23 @@ def test_latency_rows_for_a_funnel_match_its_stages_data_and_first_stage():
     assert rows[["index_type", "width", "precision"]].values.tolist() == [["binary", 32, "binary"]]
 
 
+def test_ivf_funnels_that_differ_only_in_lists_probed_are_different_funnels():
+    def ivf_funnel(probes):
+        return [
+            {"width": 128, "precision": "fp32", "index_type": "ivf", "shortlist_size": 300, "probes": probes},
+            {"width": 384, "precision": "fp32", "index_type": "flat", "shortlist_size": 10},
+        ]
+
+    funnels = pd.DataFrame([
+        {"run_id": 1, "stages": ivf_funnel(probes), "corpus_size": 1000, "p95_ms": p95_ms, "dataset_fingerprint": "a",
+         "model": "m", "status": "finished"}
+        for probes, p95_ms in ((8, 1.0), (64, 2.0))
+    ])
+    rows = latency_rows_for({"kind": "funnel", "stages": ivf_funnel(64)}, pd.DataFrame(), funnels)
+    assert rows["p95_ms"].tolist() == [2.0]
+    assert funnel_label(ivf_funnel(8)) == "funnel ivf 128 (probe 8) -> 300 | 384 -> 10"
+
+
 def test_recommendation_agrees_with_a_brute_force_scan(store):
     targets = {"max_storage_gb": 0.6, "max_p95_ms": 50, "min_ndcg": 0.59}
     planner = _scifact(**targets).fit(store, dataset_fingerprint="fp-scifact")
@@ -252,21 +270,23 @@ def test_latency_beyond_measured_sizes_is_a_projection_with_its_error(store):
 
 def test_funnel_quality_prefers_measured_and_labels_estimates(store):
     candidates = _scifact().fit(store, dataset_fingerprint="scifact").candidates_.set_index("label")
-    measured = candidates.loc["funnel 32 binary/binary [200] -> 384 fp32 [10]"]
+    measured = candidates.loc["funnel binary 32 -> 200 | 384 -> 10"]
     assert measured["ndcg_at_10"] == pytest.approx(0.638)
     assert measured["quality_source"] == "measured at 5,183 vectors"
     # Recall from the measured size nearest the target corpus (1M), not the small one.
     assert measured["recall_at_10"] == pytest.approx(0.95)
     assert measured["storage_bytes"] == 1_000_000 * (4 + 1536)
     assert measured["p95_ms"] == pytest.approx(6.0)
-    estimated = candidates.loc["funnel 64 int8/flat [100] -> 384 fp32 [10]"]
+    estimated = candidates.loc["funnel flat int8 64 -> 100 | 384 -> 10"]
     assert estimated["ndcg_at_10"] == pytest.approx(0.6451 * 0.9)
     assert estimated["quality_source"].startswith("estimated: full-width nDCG@10 0.6451 x funnel recall@10 0.900")
 
 
 def test_funnel_rescore_vectors_on_disk_move_storage_out_of_ram(store):
-    planner = WidthPlanner(1_000_000, max_ram_gb=0.01, rescore_location="disk").fit(store, dataset_fingerprint="scifact")
-    funnel = planner.candidates_.set_index("label").loc["funnel 32 binary/binary [200] -> 384 fp32 [10]"]
+    planner = WidthPlanner(1_000_000, max_ram_gb=0.01, deployment=Deployment(rescore_location="disk")).fit(
+        store, dataset_fingerprint="scifact"
+    )
+    funnel = planner.candidates_.set_index("label").loc["funnel binary 32 -> 200 | 384 -> 10"]
     assert funnel["ram_bytes"] == 4_000_000 and funnel["disk_bytes"] == 1_536_000_000
     assert funnel["rescore_location"] == "disk" and funnel["feasible"]
 
@@ -292,7 +312,9 @@ def test_frontier_is_exactly_the_non_dominated_candidates(store):
 
 def test_bad_parameters_are_refused_at_fit(store):
     with pytest.raises(ValueError, match="vendor='pinecone'"):
-        WidthPlanner(1000, vendor="pinecone").fit(store)
+        WidthPlanner(1000, deployment=Deployment(vendor="pinecone")).fit(store)
+    with pytest.raises(ValueError, match="deployment='qdrant': expected a mrl_core.deployment.Deployment"):
+        WidthPlanner(1000, deployment="qdrant").fit(store)
     with pytest.raises(ValueError, match="objective='fastest'"):
         WidthPlanner(1000, objective="fastest").fit(store)
     with pytest.raises(ValueError, match="max_p95_ms=-1"):
