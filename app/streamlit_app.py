@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-# `streamlit run` puts only app/ on sys.path; the pages import mrl_core and app.widgets from the repository root.
+# `streamlit run` puts only app/ on sys.path; the pages import mrl_core and the app package from the repository root.
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 if str(REPOSITORY_ROOT) not in sys.path:
     sys.path.insert(0, str(REPOSITORY_ROOT))

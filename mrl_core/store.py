@@ -17,9 +17,10 @@ from contextlib import contextmanager
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from mrl_core.paths import default_store_path
@@ -111,6 +112,14 @@ LOCK_MESSAGES = ("Could not set lock", "Conflicting lock", "lock on file")
 
 class StoreError(RuntimeError):
     """The store could not be read or written; the message says which file and why."""
+
+
+class EvaluatedPair(NamedTuple):
+    """A dataset and a model with at least one finished evaluation: what the planner can take quality from."""
+
+    dataset_fingerprint: str
+    dataset: str
+    model: str
 
 
 def library_versions() -> dict[str, str]:
@@ -290,24 +299,90 @@ class ResultStore:
 
     def rows(self, table: str, run_ids: int | list[int] | None = None) -> pd.DataFrame:
         """Rows of ``results``, ``latency`` or ``funnels``, joined with their run's model and dataset."""
+        return self._rows(table, run_ids)
+
+    def _rows(
+        self, table: str, run_ids: int | Iterable[int] | None = None, *, newest_per: list[str] | None = None,
+        **equal_to,
+    ) -> pd.DataFrame:
+        """``rows`` narrowed to columns equal to the given values (None: any); with ``newest_per``, only the
+        row of the newest run for each combination of those columns."""
         if table not in TABLE_COLUMNS:
             raise ValueError(f"table={table!r}: expected one of {sorted(TABLE_COLUMNS)}")
         sql = (
             f"SELECT t.*, r.kind, r.model, r.model_fingerprint, r.dataset, r.dataset_fingerprint, "
             f"r.status, r.started_at FROM {table} t JOIN runs r USING (run_id)"
         )
-        parameters = None
+        conditions, parameters = [], []
         if run_ids is not None:
-            ids = [run_ids] if isinstance(run_ids, int) else list(run_ids)
+            ids = [run_ids] if isinstance(run_ids, (int, np.integer)) else [int(run_id) for run_id in run_ids]
             if not ids:
                 return self._query(sql + " WHERE false")
-            sql += f" WHERE run_id IN ({', '.join('?' * len(ids))})"
-            parameters = ids
+            conditions.append(f"run_id IN ({', '.join('?' * len(ids))})")
+            parameters += [int(run_id) for run_id in ids]
+        for column, value in equal_to.items():
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                parameters.append(value)
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        if newest_per:
+            sql += f" QUALIFY row_number() OVER (PARTITION BY {', '.join(newest_per)} ORDER BY run_id DESC) = 1"
         return self._query(sql + " ORDER BY run_id, t.rowid", parameters)
 
-    def results(self, run_ids: int | list[int] | None = None) -> pd.DataFrame:
-        """Per-width evaluation rows of the given runs (all runs when None)."""
-        return self.rows("results", run_ids)
+    def results(
+        self, run_ids: int | Iterable[int] | None = None, *, method: str | None = None, precision: str | None = None
+    ) -> pd.DataFrame:
+        """Per-width evaluation rows of the given runs (all runs when None), optionally of one method or precision."""
+        return self._rows("results", run_ids, method=method, precision=precision)
+
+    def newest_results(self, dataset_fingerprint: str, *, precision: str | None = None) -> pd.DataFrame:
+        """A dataset's finished evaluation rows, the newest run's row for each model, method, width and precision.
+
+        Re-running an evaluation replaces the older measurement, and every model evaluated on the dataset
+        keeps its own rows, so base, PCA and MRL-trained curves can share one chart.
+        """
+        return self._rows(
+            "results", dataset_fingerprint=dataset_fingerprint, precision=precision, status="finished",
+            newest_per=["model", "method", "width", "precision"],
+        )
+
+    def evaluated_pairs(self) -> list[EvaluatedPair]:
+        """Each (dataset, model) with a finished evaluation that stored rows, newest evaluation first.
+
+        A dataset is named by its newest evaluation (the same content may have been loaded under two names).
+        """
+        pairs = self._query(
+            """SELECT dataset_fingerprint, arg_max(dataset, run_id) AS dataset, model
+               FROM runs WHERE status = 'finished' AND run_id IN (SELECT run_id FROM results)
+               GROUP BY dataset_fingerprint, model ORDER BY max(run_id) DESC"""
+        )
+        return [EvaluatedPair(*(str(value) for value in pair)) for pair in pairs.itertuples(index=False)]
+
+    def widths_without_latency(self, widths: Iterable[int]) -> list[int]:
+        """Those of ``widths`` no finished benchmark has measured (at any index, precision or size), widest first."""
+        measured = self._query("SELECT DISTINCT width FROM latency JOIN runs USING (run_id) WHERE status = 'finished'")
+        return sorted({int(width) for width in widths} - {int(width) for width in measured["width"]}, reverse=True)
+
+    def runs_with_results(self) -> pd.DataFrame:
+        """``list_runs()`` narrowed to the runs that stored evaluation rows (what can be drawn as a curve)."""
+        runs = self.list_runs()
+        with_results = set(self._query("SELECT DISTINCT run_id FROM results")["run_id"])
+        return runs[runs["run_id"].isin(with_results)]
+
+    def trained_models(self) -> list[dict]:
+        """Models saved by finished ``train`` runs that are still on disk, newest first, one per saved path.
+
+        Returns:
+            [{"model": the saved model's spec (its path), "run_id": the train run, "base_model": the spec it
+            was trained from}].
+        """
+        models = {}
+        for run in self.list_runs("train").to_dict("records"):
+            spec = (run["params"] or {}).get("out")
+            if run["status"] == "finished" and spec and spec not in models and Path(spec).exists():
+                models[spec] = {"model": spec, "run_id": int(run["run_id"]), "base_model": run["model"]}
+        return list(models.values())
 
     def latest_run(self, kind: str, *, model: str | None = None, dataset_fingerprint: str | None = None) -> dict | None:
         """The newest finished run of a kind, optionally for one model and dataset."""

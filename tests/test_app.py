@@ -342,6 +342,42 @@ def test_evaluate_benchmarks_widths_the_store_has_no_latency_for(seeded_store):
     bench = seeded_store.latest_run("bench")
     latency = seeded_store.rows("latency", int(bench["run_id"]))
     assert set(latency["width"]) == {128} and set(latency["corpus_size"]) == {10_000, 30_000, 100_000}
+    # Recorded against the evaluated dataset and model, with the first start's settings (mrl_core.bench.bench_dataset).
+    evaluation = seeded_store.latest_run("evaluate")
+    assert (bench["dataset"], bench["model"]) == ("wide", "precomputed")
+    assert bench["dataset_fingerprint"] == evaluation["dataset_fingerprint"]
+    assert bench["params"]["query_count"] == 50
+    assert set(latency[latency["index_type"] == "hnsw"]["corpus_size"]) == {10_000, 30_000}
+
+
+def test_first_start_measures_only_what_the_store_lacks(seeded_store, synthetic_dataset, monkeypatch):
+    """The library's first start on a store that has an evaluation but lost its benchmark: it benchmarks only."""
+    from mrl_core import first_start
+    from mrl_core.encode import embed_dataset
+
+    seeded_store.delete_run(int(seeded_store.latest_run("bench")["run_id"]))
+    assert first_start.missing_measurements(seeded_store) == ["bench"]
+    # The generated vectors stand in for the base model's (no encoding here); two widths keep it quick.
+    monkeypatch.setattr(
+        first_start, "embed_dataset", lambda dataset, model, progress: embed_dataset(dataset, "precomputed")
+    )
+    monkeypatch.setattr(first_start, "FIRST_START_WIDTHS", (64, 16))
+    started, done, reports = [], [], []
+
+    def step_progress(step):
+        started.append(step)
+        return (lambda finished, total: reports.append((finished, total))) if step == "bench" else None
+
+    result = first_start.measure_first_start(
+        seeded_store, synthetic_dataset, step_progress=step_progress, step_done=done.append
+    )
+    assert (started, done, result.evaluation_run_id) == (["embed", "bench"], ["bench"], None)
+    # 2 widths x 3 sizes x 6 index/precision pairs, less HNSW at 100,000.
+    assert reports[-1] == (36, 36) and len(result.bench.rows) == 34
+    bench = seeded_store.get_run(result.bench.run_id)
+    assert (bench["dataset"], bench["dataset_fingerprint"]) == ("synthetic", synthetic_dataset.fingerprint)
+    assert first_start.missing_measurements(seeded_store) == []
+    assert first_start.measure_first_start(seeded_store, synthetic_dataset).bench is None
 
 
 PAGE_SCRIPTS = [Path(APP), *sorted((Path(APP).parent / "views").glob("*.py"))]

@@ -155,3 +155,101 @@ def test_lock_held_too_long_gives_a_clear_error(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# -- named reads the pages use -------------------------------------------------------------------------------------
+def _evaluation(store, *, dataset_fingerprint, model="base", dataset=None, rows=(), status="finished") -> int:
+    run_id = store.start_run("evaluate", model=model, dataset=dataset or dataset_fingerprint,
+                             dataset_fingerprint=dataset_fingerprint)
+    store.add_rows("results", run_id, list(rows))
+    store.finish_run(run_id, status=status)
+    return run_id
+
+
+def test_evaluated_pairs_names_each_dataset_and_model_once_newest_first(tmp_path):
+    store = ResultStore(tmp_path / "results.duckdb")
+    _evaluation(store, dataset_fingerprint="f1", dataset="scifact", rows=[_result_row(8, 0.5)])
+    _evaluation(store, dataset_fingerprint="f2", dataset="nfcorpus", rows=[_result_row(8, 0.4)])
+    _evaluation(store, dataset_fingerprint="f1", dataset="scifact-copy", model="mrl", rows=[_result_row(8, 0.6)])
+    # The same content loaded under a new name: the newest name stands for it.
+    _evaluation(store, dataset_fingerprint="f1", dataset="scifact-renamed", rows=[_result_row(8, 0.5)])
+    _evaluation(store, dataset_fingerprint="f3", rows=[_result_row(8, 0.1)], status="failed")
+    _evaluation(store, dataset_fingerprint="f4")  # finished, but stored no rows
+    pairs = store.evaluated_pairs()
+    assert pairs == [("f1", "scifact-renamed", "base"), ("f1", "scifact-copy", "mrl"), ("f2", "nfcorpus", "base")]
+    assert (pairs[0].dataset_fingerprint, pairs[0].dataset, pairs[0].model) == ("f1", "scifact-renamed", "base")
+
+
+def test_newest_results_keep_each_models_newest_row_per_method_and_width(tmp_path):
+    store = ResultStore(tmp_path / "results.duckdb")
+    int8 = {"method": "prefix", "width": 8, "precision": "int8", "ndcg_at_10": 0.45}
+    _evaluation(store, dataset_fingerprint="f1", rows=[_result_row(8, 0.5), _result_row(4, 0.3), int8])
+    _evaluation(store, dataset_fingerprint="f1", rows=[_result_row(8, 0.55)])
+    _evaluation(store, dataset_fingerprint="f1", model="mrl", rows=[_result_row(8, 0.6)])
+    _evaluation(store, dataset_fingerprint="f2", rows=[_result_row(8, 0.9)])
+    _evaluation(store, dataset_fingerprint="f1", rows=[_result_row(8, 0.1)], status="failed")
+
+    curves = store.newest_results("f1", precision="fp32")
+    assert list(zip(curves["model"], curves["width"], curves["ndcg_at_10"])) == [
+        ("base", 4, 0.3), ("base", 8, 0.55), ("mrl", 8, 0.6),
+    ]
+    every_precision = store.newest_results("f1")
+    assert max(zip(every_precision["width"], every_precision["precision"], every_precision["ndcg_at_10"])) == (
+        8, "int8", 0.45
+    )
+
+
+def test_results_narrow_to_a_method_and_precision(tmp_path):
+    store = ResultStore(tmp_path / "results.duckdb")
+    pca = {"method": "pca", "width": 8, "precision": "fp32", "ndcg_at_10": 0.52}
+    binary = {"method": "prefix", "width": 8, "precision": "binary", "ndcg_at_10": 0.31}
+    first = _evaluation(store, dataset_fingerprint="f1", rows=[_result_row(8, 0.5), pca, binary])
+    second = _evaluation(store, dataset_fingerprint="f1", rows=[_result_row(8, 0.6), binary])
+    prefix_fp32 = store.results([first, second], method="prefix", precision="fp32")
+    assert list(zip(prefix_fp32["run_id"], prefix_fp32["ndcg_at_10"])) == [(first, 0.5), (second, 0.6)]
+    assert list(store.results(first, precision="binary")["ndcg_at_10"]) == [0.31]
+    assert list(store.results(method="pca")["ndcg_at_10"]) == [0.52]
+    assert store.results([]).empty
+
+
+def test_widths_without_latency_counts_finished_benchmarks_only(tmp_path):
+    store = ResultStore(tmp_path / "results.duckdb")
+    latency = {"index_type": "flat", "precision": "fp32", "corpus_size": 1000, "batch_size": 64, "p50_ms": 1.0}
+    with store.run("bench") as run_id:
+        store.add_rows("latency", run_id, [dict(latency, width=64), dict(latency, width=32, index_type="hnsw")])
+    failed = store.start_run("bench")
+    store.add_rows("latency", failed, [dict(latency, width=16)])
+    store.finish_run(failed, status="failed")
+    assert store.widths_without_latency([128, 64, 16, 64, 32]) == [128, 16]
+    assert store.widths_without_latency([64, 32]) == []
+
+
+def test_runs_with_results_leaves_out_runs_that_stored_none(tmp_path):
+    store = ResultStore(tmp_path / "results.duckdb")
+    evaluated = _evaluation(store, dataset_fingerprint="f1", rows=[_result_row(8, 0.5)])
+    store.finish_run(store.start_run("bench"))
+    failed = _evaluation(store, dataset_fingerprint="f1", rows=[_result_row(8, 0.4)], status="failed")
+    runs = store.runs_with_results()
+    assert list(zip(runs["run_id"], runs["status"])) == [(failed, "failed"), (evaluated, "finished")]
+
+
+def test_trained_models_are_finished_runs_whose_output_is_still_on_disk(tmp_path):
+    store = ResultStore(tmp_path / "results.duckdb")
+    kept, gone, retrained = tmp_path / "adaptor.npz", tmp_path / "deleted.npz", tmp_path / "model"
+    kept.write_bytes(b"weights")
+    retrained.mkdir()
+
+    def train(out, status="finished", model="base"):
+        run_id = store.start_run("train", model=model, params={"mode": "adaptor", "out": str(out)})
+        store.finish_run(run_id, status=status)
+        return run_id
+
+    first = train(kept, model="precomputed")
+    train(gone)
+    train(retrained, status="failed")
+    older, newer = train(retrained), train(retrained, model="mrl-v1")
+    assert store.trained_models() == [
+        {"model": str(retrained), "run_id": newer, "base_model": "mrl-v1"},
+        {"model": str(kept), "run_id": first, "base_model": "precomputed"},
+    ]
+    assert older < newer

@@ -6,29 +6,23 @@ pick a model, widths and precisions, and run. The results land in the store the 
 
 import streamlit as st
 
-from app.widgets import (
-    BENCH_QUERY_COUNT,
-    BENCH_CORPUS_SIZES,
-    BENCH_HNSW_MAX_CORPUS_SIZE,
-    METRIC_LABELS,
+from app.components import (
     dataset_source_picker,
     dataset_summary,
-    full_width_of,
     metric_picker,
-    model_label,
     model_picker,
-    progress_bar,
-    results_store,
     results_table,
     show_figure,
-    shown_run,
-    width_choices,
 )
-from mrl_core.bench import run_bench
+from app.labels import METRIC_LABELS, model_label
+from app.progress import progress_bar
+from app.state import results_store, shown_run
+from mrl_core.bench import bench_dataset
 from mrl_core.data import DatasetError
 from mrl_core.encode import embed_dataset
 from mrl_core.evaluate import run_evaluation
 from mrl_core.figures import quality_vs_width
+from mrl_core.model_widths import full_width, width_choices
 from mrl_core.store import StoreError
 from mrl_core.widths import METHODS, PRECISIONS
 
@@ -46,14 +40,15 @@ dataset_summary(dataset)
 
 model = model_picker(store, dataset, key="evaluate_model")
 try:
-    full_width = full_width_of(dataset, model)
+    with st.spinner("Loading the model…"):
+        model_full_width = full_width(model, dataset)
 except (ValueError, OSError) as error:
     st.error(str(error))
     st.stop()
 
 left, middle, right = st.columns([3, 3, 2])
 with left:
-    options = width_choices(full_width)
+    options = width_choices(model_full_width)
     widths = st.multiselect("Widths", options, default=options, key="evaluate_widths")
 with middle:
     precisions = st.multiselect("Precisions", PRECISIONS, default=["fp32", "int8", "binary"], key="evaluate_precisions")
@@ -95,8 +90,7 @@ st.caption(
 results_table(results)
 
 # The planner needs latency at every evaluated width; offer to measure the widths no benchmark covers yet.
-benchmarked_widths = set(store.rows("latency")["width"].astype(int))
-unmeasured_widths = sorted(set(results["width"].astype(int)) - benchmarked_widths, reverse=True)
+unmeasured_widths = store.widths_without_latency(results["width"])
 if unmeasured_widths:
     st.warning(
         f"No search latency measured yet at widths {', '.join(map(str, unmeasured_widths))}; the Planner cannot "
@@ -104,13 +98,8 @@ if unmeasured_widths:
     )
     if st.button("Benchmark latency at these widths", key="evaluate_bench", icon=":material/speed:"):
         with st.status("Benchmarking search latency…", expanded=True) as status:
-            embeddings = embed_dataset(dataset, run["model"])
-            bench = run_bench(
-                embeddings.corpus, widths=unmeasured_widths, corpus_sizes=BENCH_CORPUS_SIZES,
-                query_embeddings=embeddings.queries, query_count=BENCH_QUERY_COUNT,
-                hnsw_max_corpus_size=BENCH_HNSW_MAX_CORPUS_SIZE, store=store,
-                run_fields={"model": run["model"], "model_fingerprint": embeddings.model_fingerprint,
-                            "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint},
+            bench = bench_dataset(
+                dataset, embed_dataset(dataset, run["model"]), widths=unmeasured_widths, store=store,
                 progress=progress_bar("Timing each index"),
             )
             status.update(label=f"Latency stored as run #{bench.run_id}", state="complete", expanded=False)

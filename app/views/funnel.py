@@ -7,27 +7,20 @@ The funnel is tuned automatically for a target recall (and stored), or its stage
 import pandas as pd
 import streamlit as st
 
-from app.widgets import (
-    dataset_embeddings,
-    dataset_source_picker,
-    funnel_searcher,
-    model_picker,
-    progress_bar,
-    results_store,
-    show_figure,
-)
+from app.components import dataset_source_picker, model_picker, show_figure, tuned_funnels_table
+from app.progress import progress_bar
+from app.state import dataset_embeddings, funnel_searcher, results_store
 from mrl_core.data import DatasetError
+from mrl_core.encode import encode_query
 from mrl_core.figures import funnel_stage_times
 from mrl_core.funnel import (
-    STAGE_INDEX_TYPES,
-    STAGE_PRECISION_CHOICES,
     Funnel,
     FunnelTuner,
-    encode_query,
     live_query,
     load_tuned_funnel,
     save_tuning,
 )
+from mrl_core.indexes import FIRST_STAGE_INDEX_TYPES, FIRST_STAGE_PRECISION_CHOICES
 from mrl_core.store import StoreError
 
 # Sample queries the tuner measures recall on (it times latency on the first 50 of them).
@@ -101,22 +94,7 @@ if mode == "auto":
         f"{summary.get('exact_p50_ms', float('nan')):.3f} ms exact."
     )
     with st.expander("Every funnel the tuner measured"):
-        frontier = store.rows("funnels", tuned_run)
-        frontier = frontier.assign(
-            funnel=frontier["details"].map(lambda details: details["description"]),
-            meets_target=frontier["details"].map(lambda details: details["meets_target"]),
-        )
-        st.dataframe(
-            frontier[["funnel", "recall_at_10", "p50_ms", "p95_ms", "speedup", "meets_target", "on_frontier", "chosen"]]
-            .sort_values("p50_ms"),
-            hide_index=True,
-            column_config={
-                "recall_at_10": st.column_config.NumberColumn("recall@k", format="%.3f"),
-                "p50_ms": st.column_config.NumberColumn("p50 (ms)", format="%.3f"),
-                "p95_ms": st.column_config.NumberColumn("p95 (ms)", format="%.3f"),
-                "speedup": st.column_config.NumberColumn("speedup", format="%.2f×"),
-            },
-        )
+        tuned_funnels_table(store.rows("funnels", tuned_run))
 else:
     start = tuned[0] if tuned else Funnel.reference(searcher.width, k)
     st.caption(
@@ -133,10 +111,10 @@ else:
             ),
             "shortlist_size": st.column_config.NumberColumn("Keep (shortlist)", min_value=1, step=1, required=True),
             "index_type": st.column_config.SelectboxColumn(
-                "Index", options=list(STAGE_INDEX_TYPES), required=True, default="flat"
+                "Index", options=list(FIRST_STAGE_INDEX_TYPES), required=True, default="flat"
             ),
             "precision": st.column_config.SelectboxColumn(
-                "Precision", options=list(STAGE_PRECISION_CHOICES), required=True, default="fp32"
+                "Precision", options=list(FIRST_STAGE_PRECISION_CHOICES), required=True, default="fp32"
             ),
             "probes": st.column_config.NumberColumn("Lists probed (ivf)", min_value=1, step=1),
         },

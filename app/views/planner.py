@@ -8,30 +8,28 @@ import json
 
 import streamlit as st
 
-from app.widgets import (
-    CORPUS_SIZES,
-    METRIC_LABELS,
-    candidates_table,
-    ensure_first_start,
-    evaluated_pairs,
-    format_count,
-    model_full_width,
-    model_label,
-    recommendation_card,
-    results_store,
-    show_figure,
-)
-from mrl_core.cost import VENDORS
+from app.components import candidates_table, recommendation_card, show_figure
+from app.first_start import ensure_first_start
+from app.labels import METRIC_LABELS, format_count, headline_metric, model_label
+from app.state import results_store
+from mrl_core.deployment import VENDORS, Deployment
 from mrl_core.export import export_all
 from mrl_core.figures import capacity_projection, pareto_chart, quality_vs_width
-from mrl_core.planner import WidthPlanner
+from mrl_core.model_widths import full_width
+from mrl_core.planner import WidthPlanner, exact_search_comparison
 from mrl_core.store import StoreError
+
+# Corpus sizes the slider offers: a log scale from ten thousand to a billion vectors.
+CORPUS_SIZES = (
+    10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 30_000_000, 100_000_000, 300_000_000,
+    1_000_000_000,
+)
 
 st.title("Plan capacity")
 store = results_store()
 ensure_first_start(store)
 
-pairs = evaluated_pairs(store)
+pairs = store.evaluated_pairs()
 if not pairs:
     st.warning("The store holds no finished evaluation yet; run one on the Evaluate page.")
     st.stop()
@@ -68,7 +66,7 @@ with st.container(border=True):
     with second_row[3]:
         vendor = st.selectbox("Vendor", VENDORS, key="planner_vendor")
     with second_row[4]:
-        pair_labels = {pair: f"{pair[1]} · {pair[2]}" for pair in pairs}
+        pair_labels = {pair: f"{pair.dataset} · {pair.model}" for pair in pairs}
         quality_pair = st.selectbox(
             "Quality measured on", list(pair_labels), format_func=pair_labels.get, key="planner_quality_pair"
         )
@@ -80,8 +78,7 @@ planner = WidthPlanner(
     max_p95_ms=float(max_p95_ms),
     min_ndcg=float(floor) if floor_kind == "ndcg" else None,
     min_retention=float(floor) / 100 if floor_kind == "retention" else None,
-    replicas=int(replicas),
-    vendor=vendor,
+    deployment=Deployment(vendor=vendor, replicas=int(replicas)),
 )
 try:
     planner.fit(store, dataset_fingerprint=dataset_fingerprint, model=model)
@@ -110,12 +107,9 @@ with pareto_tab:
         "targets; the line joins the Pareto-optimal candidates and the star is the recommendation."
     )
 with curves_tab:
-    results = store.results()
-    results = results[(results["dataset_fingerprint"] == dataset_fingerprint) & (results["status"] == "finished")]
-    metric = "ndcg_at_10" if results["ndcg_at_10"].notna().any() else "fidelity_at_10"
-    curves = results[results["precision"] == "fp32"]
     # One label per model: the newest evaluation of each, so base, PCA and MRL-trained curves share the chart.
-    curves = curves.sort_values("run_id").drop_duplicates(["model", "method", "width"], keep="last")
+    curves = store.newest_results(dataset_fingerprint, precision="fp32")
+    metric = headline_metric(curves)
     curves = curves.assign(label=curves["model"].map(model_label))
     show_figure(quality_vs_width(curves, metric), key="planner_curves")
     st.caption(f"{METRIC_LABELS[metric]} at fp32 on {dataset_name}, every evaluated model and method.")
@@ -123,19 +117,11 @@ with projection_tab:
     if planner.recommendation_ is None:
         st.info("No configuration meets the targets, so there is nothing to project.")
     else:
-        candidates = planner.candidates_
-        full_width_flat = candidates[
-            (candidates["kind"] == "single") & (candidates["method"] == "prefix") & (candidates["precision"] == "fp32")
-            & (candidates["index_type"] == "flat")
-        ].sort_values("width")
-        compared = [planner.recommendation_]
-        if not full_width_flat.empty and full_width_flat.iloc[-1]["label"] != planner.recommendation_["label"]:
-            compared.append(full_width_flat.iloc[-1].to_dict())
         show_figure(
             capacity_projection(
-                compared, store.rows("latency"), store.rows("funnels"), CORPUS_SIZES, vendor=vendor,
-                replicas=int(replicas), dataset_fingerprint=planner.context_["dataset_fingerprint"],
-                model=planner.context_["model"],
+                exact_search_comparison(planner.candidates_, planner.recommendation_), store.rows("latency"),
+                store.rows("funnels"), CORPUS_SIZES, deployment=planner.deployment,
+                dataset_fingerprint=planner.context_["dataset_fingerprint"], model=planner.context_["model"],
             ),
             key="planner_projection",
         )
@@ -148,8 +134,10 @@ with export_tab:
         st.info("No configuration meets the targets, so there is nothing to export.")
     else:
         chosen = planner.recommendation_
-        full_width = model_full_width(model, store, dataset_fingerprint)
-        exports = export_all(chosen, full_width, corpus_size=int(corpus_size))
+        with st.spinner("Loading the model…"):
+            # 'precomputed' has no encoder to ask: its vectors are as wide as the widest width evaluated on them.
+            model_full_width = full_width(model, planner.context_["full_width"])
+        exports = export_all(chosen, model_full_width, corpus_size=int(corpus_size), deployment=planner.deployment)
         factory, qdrant = exports["faiss"], exports["qdrant"]
         left, middle, right = st.columns(3)
         left.download_button(

@@ -5,7 +5,9 @@ Pick several evaluations to overlay their quality-vs-width curves; delete a run 
 
 import streamlit as st
 
-from app.widgets import METRIC_LABELS, metric_picker, results_store, run_label, show_figure
+from app.components import metric_picker, precision_picker, show_figure
+from app.labels import METRIC_LABELS, run_label
+from app.state import results_store
 from mrl_core.figures import quality_vs_width
 
 RUN_COLUMNS = {
@@ -33,8 +35,7 @@ st.caption(f"{len(runs)} runs in `{store.path}`, newest first.")
 st.dataframe(runs[list(RUN_COLUMNS)], column_config=RUN_COLUMNS, hide_index=True, key="runs_table")
 
 st.subheader("Compare evaluations")
-results = store.results()
-evaluated = runs[runs["run_id"].isin(results["run_id"].unique())]
+evaluated = store.runs_with_results()
 if evaluated.empty:
     st.info("No evaluation has stored results yet; run one on the Evaluate page.")
 else:
@@ -42,7 +43,7 @@ else:
     chosen_runs = st.multiselect(
         "Runs to overlay", list(labels), default=list(labels)[:2], format_func=labels.get, key="runs_overlay"
     )
-    chosen_results = results[results["run_id"].isin(chosen_runs)]
+    chosen_results = store.results(chosen_runs)
     if chosen_results.empty:
         st.info("Pick one or more runs to draw their curves.")
     else:
@@ -50,12 +51,8 @@ else:
         with left:
             metric = metric_picker(chosen_results, key="runs_metric")
         with right:
-            precisions = sorted(chosen_results["precision"].unique())
-            precision = st.selectbox(
-                "Precision", precisions, key="runs_precision",
-                index=precisions.index("fp32") if "fp32" in precisions else 0,
-            )
-        overlay = chosen_results[chosen_results["precision"] == precision]
+            precision = precision_picker(chosen_results, key="runs_precision")
+        overlay = store.results(chosen_runs, precision=precision)
         overlay = overlay.assign(label=overlay["run_id"].map(labels))
         show_figure(quality_vs_width(overlay, metric), key="runs_overlay_chart")
         st.caption(f"{METRIC_LABELS[metric]} per width at {precision}; one marker per run, one dash per method.")

@@ -8,21 +8,13 @@ from datetime import datetime
 
 import streamlit as st
 
-from app.widgets import (
-    dataset_source_picker,
-    dataset_summary,
-    full_width_of,
-    metric_picker,
-    model_label,
-    model_picker,
-    progress_bar,
-    results_store,
-    show_figure,
-    shown_run,
-    width_choices,
-)
+from app.components import dataset_source_picker, dataset_summary, metric_picker, model_picker, show_figure
+from app.labels import model_label
+from app.progress import progress_bar
+from app.state import results_store, shown_run
 from mrl_core.data import DatasetError, split_pairs
 from mrl_core.figures import quality_vs_width
+from mrl_core.model_widths import full_width, width_choices
 from mrl_core.paths import cache_dir
 from mrl_core.store import StoreError
 from mrl_core.train import run_training
@@ -60,14 +52,15 @@ with right:
         format_func={"full": "Full fine-tune", "adaptor": "Adaptor on frozen embeddings"}.get,
     )
 try:
-    full_width = full_width_of(dataset, base_model)
+    with st.spinner("Loading the model…"):
+        model_full_width = full_width(base_model, dataset)
 except (ValueError, OSError) as error:
     st.error(str(error))
     st.stop()
 
 left, right = st.columns([3, 1])
 with left:
-    options = width_choices(full_width)
+    options = width_choices(model_full_width)
     dims = st.multiselect("Widths to train for", options, default=options, key="train_dims")
 with right:
     epochs = int(st.number_input("Epochs", 1, 50, value=1 if mode == "full" else 4, step=1, key=f"train_epochs_{mode}"))
@@ -104,9 +97,8 @@ if train_run is None:
 run = store.get_run(train_run)
 summary = run["summary"]
 before_run, after_run = summary["base_evaluation_run_id"], summary["trained_evaluation_run_id"]
-results = store.results([before_run, after_run])
 # The base evaluation may hold more cells (PCA, other precisions); compare like with like.
-results = results[(results["method"] == "prefix") & (results["precision"] == "fp32")]
+results = store.results([before_run, after_run], method="prefix", precision="fp32")
 names = {before_run: f"before: {model_label(run['model'])}", after_run: f"after: {model_label(run['params']['out'])}"}
 results = results.assign(label=results["run_id"].map(names))
 if results["run_id"].nunique() < 2:

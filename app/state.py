@@ -1,0 +1,98 @@
+"""What the server keeps between reruns and sessions: the store, loaded datasets and uploads, embeddings and
+searchers, the job lock, and which run a page shows."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Callable
+
+import streamlit as st
+
+from app.labels import model_label
+from app.progress import progress_bar
+from mrl_core.data import RetrievalDataset, load_dataset, load_uploaded
+from mrl_core.encode import DatasetEmbeddings, embed_dataset
+from mrl_core.funnel import FunnelSearcher
+from mrl_core.paths import default_store_path
+from mrl_core.store import ResultStore
+
+
+@st.cache_resource(show_spinner=False)
+def _store_at(path: str) -> ResultStore:
+    return ResultStore(path)
+
+
+def results_store() -> ResultStore:
+    """The store the CLI shares ($MRL_STORE or the default), one object per file path."""
+    # Keyed on the path so a changed $MRL_STORE (tests, a second store) gets its own object.
+    return _store_at(str(default_store_path()))
+
+
+@st.cache_resource(show_spinner=False)
+def job_lock() -> threading.Lock:
+    """One lock for the whole server: two browser tabs must not start the same long job twice."""
+    return threading.Lock()
+
+
+@st.cache_resource(show_spinner="Loading the dataset…", max_entries=8)
+def cached_dataset(source: str) -> RetrievalDataset:
+    """``load_dataset(source)`` once per server process."""
+    return load_dataset(source)
+
+
+@st.cache_resource(
+    show_spinner="Reading the upload…", max_entries=4, hash_funcs={bytes: lambda b: hashlib.sha256(b).hexdigest()}
+)
+def cached_upload(filename: str, content: bytes) -> RetrievalDataset:
+    """``load_uploaded(filename, content)`` once per distinct file."""
+    return load_uploaded(filename, content)
+
+
+@st.cache_resource(show_spinner=False)
+def _memo() -> dict:
+    """Server-wide memo of embeddings and searchers, filled under a progress bar rather than a spinner."""
+    return {}
+
+
+def _remember(key: tuple, compute: Callable[[], object], keep: int = 4):
+    memo = _memo()
+    if key not in memo:
+        memo[key] = compute()
+        # Embeddings of a large corpus take hundreds of MB; keep only the latest few.
+        while len(memo) > keep:
+            memo.pop(next(iter(memo)))
+    return memo[key]
+
+
+def dataset_embeddings(dataset: RetrievalDataset, model: str) -> DatasetEmbeddings:
+    """Full-width embeddings of a dataset under a model (encoded with a progress bar the first time)."""
+
+    def compute():
+        with st.status(f"Embedding {dataset.name} with {model_label(model)}…", expanded=True) as status:
+            embeddings = embed_dataset(dataset, model, progress_bar("Encoding (cached on disk afterwards)"))
+            status.update(label="Embeddings ready", state="complete", expanded=False)
+        return embeddings
+
+    return _remember(("embeddings", dataset.fingerprint, model), compute)
+
+
+def funnel_searcher(dataset: RetrievalDataset, model: str) -> FunnelSearcher:
+    """A FunnelSearcher over a dataset's embeddings; its indexes are built once and reused by every query."""
+    embeddings = dataset_embeddings(dataset, model)
+    return _remember(("searcher", dataset.fingerprint, model), lambda: FunnelSearcher(embeddings.corpus))
+
+
+def shown_run(store: ResultStore, session_key: str, kind: str, dataset: RetrievalDataset) -> int | None:
+    """The run a page shows: this session's last run of ``kind`` on the dataset while it still exists,
+    else the newest finished one in the store, else None."""
+    run_id = st.session_state.get(session_key)
+    if run_id is not None:
+        try:
+            if store.get_run(run_id)["dataset_fingerprint"] == dataset.fingerprint:
+                return int(run_id)
+        except KeyError:
+            # Deleted on the Runs page since.
+            pass
+    latest = store.latest_run(kind, dataset_fingerprint=dataset.fingerprint)
+    return None if latest is None else int(latest["run_id"])
