@@ -13,15 +13,12 @@ import argparse
 import os
 import platform
 import random
-import sys
 import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mrl_core.builtin import PACKAGE_SOURCES, STDLIB_SOURCE, build_builtin, source_of, source_versions  # noqa: E402
+from mrl_core.builtin import PACKAGE_SOURCES, STDLIB_SOURCE, build_builtin, source_of, source_versions
 
 
 def describe(variant: str, examples: int) -> None:

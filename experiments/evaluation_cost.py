@@ -26,7 +26,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
 
 from mrl_core.store import ResultStore  # noqa: E402
 from mrl_core.widths import METHODS, PRECISIONS  # noqa: E402

@@ -25,19 +25,17 @@ import argparse
 import gzip
 import json
 import shutil
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from heldout import query_subsets  # noqa: E402
-from mrl_core.data import RetrievalDataset, load_dataset  # noqa: E402
-from mrl_core.metrics import ndcg_at_k  # noqa: E402
-from mrl_core.train import train_full  # noqa: E402
-from mrl_core.widths import truncate  # noqa: E402
+from heldout import query_subsets
+from mrl_core.data import RetrievalDataset, load_dataset
+from mrl_core.metrics import ndcg_at_k
+from mrl_core.train import train_full
+from mrl_core.widths import truncate
 
 DIMS = [384, 256, 128, 64, 32, 16, 8]
 BEST = {"epochs": 5, "learning_rate": 8e-5, "dim_weights": [1, 1, 2, 4, 4, 2, 1], "distill_weight": 3.0,
