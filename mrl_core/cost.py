@@ -30,7 +30,7 @@ from mrl_core.indexes import (
     default_ivf_nlist,
     index_bytes_per_vector,
 )
-from mrl_core.scaling import fit_latency, project_latency_ms
+from mrl_core.scaling import fit_latency, project_latency_ms, tail_ratio
 from mrl_core.widths import Precision
 
 GB = 10**9
@@ -259,8 +259,14 @@ def latency_at(rows: pd.DataFrame, corpus_size: int) -> LatencyEstimate:
             f"measured only at {measured_sizes[0]:,} vectors; two or more sizes are needed to project to {corpus_size:,}",
         )
     (p95_fit,) = fit_latency(rows, "p95_ms").values()
-    p50_fits = fit_latency(rows.dropna(subset=["p50_ms"]), "p50_ms")
-    p50_ms = project_latency_ms(next(iter(p50_fits.values())), corpus_size) if p50_fits else None
+    with_p50 = rows.dropna(subset=["p50_ms"])
+    p50_fits = fit_latency(with_p50, "p50_ms")
+    if p50_fits and (with_p50["p50_ms"] > 0).all():
+        # p95 = projected p50 x the tail measured at the largest size: two free lines can cross (p95 < p50).
+        p50_ms = project_latency_ms(next(iter(p50_fits.values())), corpus_size)
+        p95_ms = p50_ms * tail_ratio(with_p50)
+    else:
+        p50_ms, p95_ms = None, project_latency_ms(p95_fit, corpus_size)
     error = p95_fit.holdout_relative_error
     error_text = (
         "error unknown: two sizes" if error is None
@@ -268,7 +274,7 @@ def latency_at(rows: pd.DataFrame, corpus_size: int) -> LatencyEstimate:
     )
     return LatencyEstimate(
         p50_ms=p50_ms,
-        p95_ms=project_latency_ms(p95_fit, corpus_size),
+        p95_ms=p95_ms,
         projected=True,
         relative_error=error,
         measured_sizes=measured_sizes,

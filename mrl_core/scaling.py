@@ -56,15 +56,28 @@ def _x(form: str, corpus_size) -> np.ndarray:
 
 
 def _line(form: str, sizes: np.ndarray, latencies_ms: np.ndarray) -> tuple[float, float]:
-    slope, intercept = np.polyfit(_x(form, sizes), latencies_ms, 1)
-    return float(intercept), float(slope)
+    """(intercept, slope), both >= 0: the Theil-Sen line (median of pairwise slopes, median intercept).
+
+    A search never gets faster as the corpus grows and never takes negative time, and one noisy size (a
+    3.6 ms spike among 0.2-0.6 ms timings was seen here) must not tilt the line: least squares through
+    three points did both, projecting 0 ms at 1M. With the slope held at >= 0, a negative intercept means
+    the line must go through the origin instead (slope: the median latency per unit of x).
+    """
+    x = _x(form, sizes)
+    pairs = [(latencies_ms[j] - latencies_ms[i]) / (x[j] - x[i]) for i in range(len(x)) for j in range(i + 1, len(x))]
+    slope = max(0.0, float(np.median(pairs)))
+    intercept = float(np.median(latencies_ms - slope * x))
+    if intercept < 0:
+        intercept, slope = 0.0, float(np.median(latencies_ms / x))
+    return intercept, slope
 
 
 def fit_latency(rows: pd.DataFrame | Sequence[dict], metric: Metric = "p50_ms") -> dict[tuple[str, str, int], ScalingFit]:
     """Fit latency against corpus size for each (index_type, precision, width) measured at two or more sizes.
 
     Flat and binary scans read every vector, so their time is linear in corpus size; HNSW visits about
-    log(n) layers of neighbours, so it is fitted as a + b*ln(n). Repeated sizes use their median.
+    log(n) layers of neighbours, so it is fitted as a + b*ln(n). Repeated sizes use their median; the line
+    is robust to one outlying size, and its intercept and slope are never negative (see ``_line``).
 
     Args:
         rows: ``latency`` rows (a DataFrame from the store, or ``run_bench``'s dicts).
@@ -100,8 +113,21 @@ def fit_latency(rows: pd.DataFrame | Sequence[dict], metric: Metric = "p50_ms") 
     return fits
 
 
+def tail_ratio(rows: pd.DataFrame) -> float:
+    """p95 / p50 of one configuration at its largest measured size (at least 1): how much slower its slow
+    queries are than its typical one where the corpus is largest, which is where a projection starts.
+
+    Example:
+        >>> tail_ratio(pd.DataFrame({"corpus_size": [1000, 10000], "p50_ms": [0.5, 4.0], "p95_ms": [2.0, 5.0]}))
+        1.25
+    """
+    largest = rows[rows["corpus_size"] == rows["corpus_size"].max()]
+    p50, p95 = float(largest["p50_ms"].median()), float(largest["p95_ms"].median())
+    return max(1.0, p95 / p50) if p50 > 0 else 1.0
+
+
 def project_latency_ms(fit: ScalingFit | dict, corpus_size: int) -> float:
-    """Latency a fit predicts at ``corpus_size`` (floored at 0: a line through small sizes may dip below).
+    """Latency a fit predicts at ``corpus_size``.
 
     Example:
         >>> project_latency_ms({"form": "linear", "intercept_ms": 0.5, "slope_ms": 1e-5}, 1_000_000)
