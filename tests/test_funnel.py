@@ -12,8 +12,9 @@ from mrl_core.funnel import (
     save_tuning,
     shortlist_grid,
     time_funnel,
+    tuned_comparison,
 )
-from mrl_core.funnel.tuner import _smallest_meeting
+from mrl_core.funnel.tuner import HNSW_EF_SEARCHES, IVF_PROBES, _smallest_meeting
 from mrl_core.metrics import fidelity_at_k
 from mrl_core.store import ResultStore
 from mrl_core.widths import renormalised_prefix
@@ -175,7 +176,7 @@ def test_tuner_searches_only_the_precisions_asked_for(searcher, data):
         target_recall=0.9, k=10, first_stage_widths=(8, 16), index_types=("flat",), precisions=("int8",),
         latency_query_count=5, finalist_rounds=1, include_reference=False,
     ).fit(searcher, queries[:20])
-    searched = [row for row in tuner.frontier_ if not row["exact"]]
+    searched = [row for row in tuner.frontier_ if not row["exact"] and not row["standard_index"]]
     assert searched and {row["stages"][0]["precision"] for row in searched} == {"int8"}
     assert all(row["description"].startswith("flat int8 ") for row in searched)
 
@@ -186,7 +187,10 @@ def test_tuner_tries_hnsw_only_at_its_own_widths(searcher, data):
         target_recall=0.9, k=10, first_stage_widths=(16, 32), index_types=("flat", "hnsw"), precisions=("fp32",),
         hnsw_widths=(32,), latency_query_count=5, finalist_rounds=1, include_reference=False,
     ).fit(searcher, queries[:20])
-    first_stages = {(row["stages"][0]["index_type"], row["stages"][0]["width"]) for row in tuner.frontier_ if not row["exact"]}
+    first_stages = {
+        (row["stages"][0]["index_type"], row["stages"][0]["width"])
+        for row in tuner.frontier_ if not row["exact"] and not row["standard_index"]
+    }
     assert {width for index_type, width in first_stages if index_type == "hnsw"} == {32}
     assert {width for index_type, width in first_stages if index_type == "flat"} == {16, 32}
 
@@ -212,7 +216,7 @@ def test_tuner_finds_ivf_funnels_that_meet_the_target(searcher, data):
         target_recall=0.95, k=10, first_stage_widths=(16, 32), index_types=("ivf",), latency_query_count=5,
         finalist_rounds=1, include_reference=False,
     ).fit(searcher, queries)
-    ivf_rows = [row for row in tuner.frontier_ if not row["exact"]]
+    ivf_rows = [row for row in tuner.frontier_ if not row["exact"] and not row["standard_index"]]
     assert ivf_rows and all(row["stages"][0]["index_type"] == "ivf" and row["meets_target"] for row in ivf_rows)
     # From the fewest probes up, stopping after two probe counts that meet the target, per width.
     for width in (16, 32):
@@ -278,3 +282,165 @@ def test_save_and_load_tuned_funnel(tmp_path, searcher, data):
     loaded = load_tuned_funnel(store, model="synthetic", dataset_fingerprint="abc", target_recall=0.9, k=10)
     assert loaded == (tuner.best_, run_id)
     assert load_tuned_funnel(store, model="synthetic", dataset_fingerprint="abc", target_recall=0.99, k=10) is None
+
+
+# -- the standard single indexes the tuner always measures beside the funnels ---------------------------
+@pytest.fixture(scope="module")
+def larger():
+    corpus, queries = mrl_like(4000, seed=1)
+    return FunnelSearcher(corpus), queries
+
+
+def test_hnsw_ef_search_is_its_own_field_and_old_rows_still_load(searcher, data):
+    stage = FunnelStage(64, 10, "hnsw", ef_search=128)
+    funnel = Funnel((stage,))
+    assert funnel.describe() == "hnsw 64 (efSearch 128) -> 10" and funnel.index_label() == "hnsw 64 (efSearch 128)"
+    assert funnel.to_dicts() == [{"width": 64, "precision": "fp32", "index_type": "hnsw", "shortlist_size": 10, "ef_search": 128}]
+    assert Funnel.from_dicts(funnel.to_dicts()) == funnel
+    # A row stored before efSearch had its own field: HNSW keeps max(shortlist, 16) candidates, as it did then.
+    old = Funnel.from_dicts([{"width": 64, "precision": "fp32", "index_type": "hnsw", "shortlist_size": 10}])
+    assert old.stages[0].ef_search is None and old.stages[0].hnsw_ef_search == 16 and "efSearch" not in old.describe()
+    assert FunnelStage(64, 200, "hnsw", ef_search=32).hnsw_ef_search == 200  # a list shorter than the shortlist cannot fill it
+    with pytest.raises(ValueError, match="only an hnsw stage"):
+        FunnelStage(64, 10, "flat", ef_search=32)
+    with pytest.raises(ValueError, match="ef_search=0"):
+        FunnelStage(64, 10, "hnsw", ef_search=0)
+    _, queries = data
+    exact = searcher.exact_search(queries, 10).ids
+    narrow = fidelity_at_k(searcher.first_stage(queries, FunnelStage(64, 10, "hnsw", ef_search=10))[0], exact, 10)
+    wide = fidelity_at_k(searcher.first_stage(queries, FunnelStage(64, 10, "hnsw", ef_search=512))[0], exact, 10)
+    assert wide >= narrow and wide > 0.99
+
+
+def test_tuner_always_measures_the_standard_indexes_at_full_width(larger):
+    searcher, queries = larger
+    tuner = FunnelTuner(
+        target_recall=0.97, k=10, first_stage_widths=(16,), index_types=("flat",), precisions=("fp32",),
+        latency_query_count=10, finalist_rounds=1, include_reference=False,
+    ).fit(searcher, queries)
+    standard = {row["stages"][0]["index_type"]: row for row in tuner.frontier_ if row["standard_index"]}
+    assert set(standard) == {"hnsw", "ivf"}
+    exact = searcher.exact_search(queries, 10).ids
+    hnsw, ivf = standard["hnsw"]["stages"][0], standard["ivf"]["stages"][0]
+    assert hnsw["width"] == ivf["width"] == 64 and hnsw["shortlist_size"] == ivf["shortlist_size"] == 10
+    # Each at the smallest setting that meets the target: the measured recall is real, the next smaller falls short.
+    for stage, field, grid in ((hnsw, "ef_search", HNSW_EF_SEARCHES), (ivf, "probes", IVF_PROBES)):
+        recall = fidelity_at_k(searcher.search(queries, Funnel.from_dicts([stage])).ids, exact, 10)
+        row = standard[stage["index_type"]]
+        assert recall == pytest.approx(row["recall_at_10"]) and recall >= 0.97 and row["meets_target"]
+        smaller = [value for value in grid if value < stage[field] and value >= (10 if field == "ef_search" else 1)]
+        if smaller:
+            below = Funnel.from_dicts([dict(stage, **{field: smaller[-1]})])
+            assert fidelity_at_k(searcher.search(queries, below).ids, exact, 10) < 0.97
+    assert standard["hnsw"]["description"] == f"hnsw 64 (efSearch {hnsw['ef_search']}) -> 10"
+    # Bytes per vector from the cost formulas: HNSW32 = 4*64 + 32*2*4; IVF = 4*64 + 8 + its centroids spread out.
+    assert standard["hnsw"]["ram_bytes_per_vector"] == 512.0 and standard["hnsw"]["disk_bytes_per_vector"] == 0.0
+    assert standard["ivf"]["ram_bytes_per_vector"] == pytest.approx(264 + searcher.ivf_lists * 64 * 4 / 4000)
+    comparison = tuner.comparison_
+    baseline = min((standard["hnsw"], standard["ivf"]), key=lambda row: row["p50_ms"])
+    assert comparison["baseline"]["stages"] == baseline["stages"]
+    assert comparison["baseline"]["label"] == Funnel.from_dicts(baseline["stages"]).index_label()
+    pick = comparison["funnel"]
+    assert pick["stages"] == tuner.best_.to_dicts() and pick["p50_ms"] == tuner.best_timing_["p50_ms"]
+    assert comparison["speedup_vs_baseline"] == pytest.approx(baseline["p50_ms"] / pick["p50_ms"])
+    assert comparison["speedup_vs_exact"] == pytest.approx(tuner.exact_timing_["p50_ms"] / pick["p50_ms"])
+    assert comparison["smaller_in_ram"] in ("funnel", "baseline", "same") and comparison["verdict"]
+
+
+def test_a_standard_index_is_on_record_even_when_it_misses_the_target(larger):
+    searcher, queries = larger
+    tuner = FunnelTuner(
+        target_recall=1.0, k=10, first_stage_widths=(16,), index_types=("flat",), precisions=("fp32",),
+        standard_index_types=("hnsw",), hnsw_max_shortlist_size=16, latency_query_count=5, finalist_rounds=1,
+        include_reference=False,
+    ).fit(searcher, queries[:30])
+    (row,) = [row for row in tuner.frontier_ if row["standard_index"]]
+    exact = searcher.exact_search(queries[:30], 10).ids
+    recall = fidelity_at_k(searcher.search(queries[:30], Funnel.from_dicts(row["stages"])).ids, exact, 10)
+    assert row["stages"][0]["ef_search"] == 16 and recall == pytest.approx(row["recall_at_10"]) and recall < 1.0
+    assert not row["meets_target"] and tuner.comparison_["baseline"] is None and not row["chosen"]
+    assert tuner.comparison_["verdict"].startswith("No standard index met recall@10 1.0 (hnsw 64 (efSearch 16) 0.")
+    assert any(reason.startswith("hnsw 64 (efSearch 16): the standard index reaches") for reason in tuner.skipped_)
+
+
+def test_stored_rows_carry_the_baseline_comparison(tmp_path, larger):
+    searcher, queries = larger
+    tuner = FunnelTuner(
+        target_recall=0.95, k=10, first_stage_widths=(16,), index_types=("flat", "binary"), max_stages=2,
+        latency_query_count=5, finalist_rounds=1, include_reference=False,
+    ).fit(searcher, queries)
+    store = ResultStore(tmp_path / "results.duckdb")
+    run_id = save_tuning(store, tuner, model="synthetic", dataset_fingerprint="abc")
+    rows = store.rows("funnels", run_id)
+    baseline = tuner.comparison_["baseline"]
+    assert baseline is not None
+    for row in rows.to_dict("records"):
+        details = row["details"]
+        assert details["baseline"]["label"] == baseline["label"] and details["baseline"]["p50_ms"] == pytest.approx(baseline["p50_ms"])
+        assert details["speedup_vs_baseline"] == pytest.approx(baseline["p50_ms"] / row["p50_ms"])
+        assert details["ram_bytes_per_vector"] > 0 and details["disk_bytes_per_vector"] == 0.0
+    standard = rows[rows["details"].map(lambda details: details["standard_index"])]
+    assert sorted(stage[0]["index_type"] for stage in standard["stages"]) == ["hnsw", "ivf"]
+    binary = rows[rows["stages"].map(lambda stages: stages[0]["index_type"] == "binary")].iloc[0]
+    assert binary["details"]["ram_bytes_per_vector"] == 2.0 + 64 * 4  # 16 bits + the full-width vectors in RAM
+    summary = store.get_run(run_id)["summary"]
+    assert summary["baseline"]["label"] == baseline["label"] and summary["verdict"] == tuner.comparison_["verdict"]
+    assert summary["speedup_vs_baseline"] == pytest.approx(tuner.comparison_["speedup_vs_baseline"])
+    # What the CLI's --json and the Funnel page show, read back from the store.
+    shown = tuned_comparison(store, run_id)
+    assert shown["baseline"]["label"] == baseline["label"] and shown["funnel"]["label"] == tuner.best_.describe()
+    assert shown["exact"]["ram_bytes_per_vector"] == 64 * 4 and shown["verdict"] == tuner.comparison_["verdict"]
+    with store.run("funnel", params={"target_recall": 0.95, "k": 10}) as old_run:
+        store.finish_run(old_run, summary={"chosen": "flat 16 -> 20 | 64 -> 10", "p50_ms": 0.1, "exact_p50_ms": 0.3})
+    old = tuned_comparison(store, old_run)
+    assert old["baseline"] is None and "tune again" in old["verdict"] and old["exact"]["p50_ms"] == 0.3
+    # Counted on disk, a two-stage funnel keeps only its stage-1 codes in RAM.
+    on_disk = FunnelTuner(
+        target_recall=0.95, k=10, first_stage_widths=(16,), index_types=("binary",), max_stages=2, standard_index_types=(),
+        latency_query_count=5, finalist_rounds=1, include_reference=False, rescore_location="disk",
+    ).fit(searcher, queries[:20])
+    row = next(row for row in on_disk.frontier_ if len(row["stages"]) == 2)
+    assert (row["ram_bytes_per_vector"], row["disk_bytes_per_vector"]) == (2.0, 256.0)
+    assert on_disk.comparison_["baseline"] is None
+
+
+def test_standard_indexes_above_the_build_limit_are_measured_on_a_sample(tmp_path, larger):
+    searcher, queries = larger
+    tuner = FunnelTuner(
+        target_recall=0.95, k=10, first_stage_widths=(16,), index_types=("flat", "hnsw"), precisions=("fp32",),
+        hnsw_widths=(32,), max_build_rows=1000, latency_query_count=5, finalist_rounds=1, include_reference=False,
+    ).fit(FunnelSearcher(searcher.corpus), queries)
+    sampled = [row for row in tuner.frontier_ if row["standard_index"]]
+    assert sorted(row["stages"][0]["index_type"] for row in sampled) == ["hnsw", "ivf"]
+    for row in sampled:
+        assert row["measured_on_sample"]["sample_rows"] == 1000 and row["measured_on_sample"]["corpus_size"] == 4000
+        assert row["corpus_size"] == 1000 and not row["chosen"] and not row["on_frontier"]
+    # Recall is against exact search over the same sample.
+    rows = np.sort(np.random.default_rng(0).choice(4000, 1000, replace=False))
+    sample = FunnelSearcher(searcher.corpus[rows])
+    exact = sample.exact_search(queries, 10).ids
+    for row in sampled:
+        assert fidelity_at_k(sample.search(queries, Funnel.from_dicts(row["stages"])).ids, exact, 10) == pytest.approx(row["recall_at_10"])
+    # The HNSW graph on a prefix is not built above the limit either.
+    assert any(reason.startswith("hnsw 32: corpus of 4,000 rows is above max_build_rows=1,000") for reason in tuner.skipped_)
+    assert not any(row["stages"][0]["index_type"] == "hnsw" and not row["standard_index"] for row in tuner.frontier_)
+    store = ResultStore(tmp_path / "results.duckdb")
+    stored = store.rows("funnels", save_tuning(store, tuner, model="synthetic", dataset_fingerprint="abc"))
+    on_sample = stored[stored["details"].map(lambda details: details["measured_on_sample"] is not None)]
+    assert len(on_sample) == 2 and set(on_sample["corpus_size"]) == {1000}
+    assert set(stored["corpus_size"]) == {1000, 4000}
+    if tuner.comparison_["baseline"] is not None:
+        assert "sample of 1,000 rows" in tuner.comparison_["verdict"] or tuner.comparison_["faster"] == "same"
+
+
+def test_planner_names_a_one_stage_standard_index_by_its_index():
+    from mrl_core.planner import funnel_label
+
+    assert funnel_label([{"width": 384, "precision": "fp32", "index_type": "hnsw", "shortlist_size": 10, "ef_search": 128}]) == (
+        "hnsw 384 (efSearch 128)"
+    )
+    assert funnel_label([{"width": 384, "precision": "fp32", "index_type": "ivf", "shortlist_size": 10, "probes": 16}]) == (
+        "ivf 384 (probe 16)"
+    )
+    assert funnel_label([{"width": 64, "index_type": "binary", "precision": "binary", "shortlist_size": 400},
+                         {"width": 384, "shortlist_size": 10}]) == "funnel binary 64 -> 400 | 384 -> 10"

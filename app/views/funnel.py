@@ -19,14 +19,48 @@ from mrl_core.funnel import (
     live_query,
     load_tuned_funnel,
     save_tuning,
+    tuned_comparison,
 )
 from mrl_core.indexes import FIRST_STAGE_INDEX_TYPES, FIRST_STAGE_PRECISION_CHOICES
 from mrl_core.store import StoreError
 
 # Sample queries the tuner measures recall on (it times latency on the first 50 of them).
 TUNING_QUERY_COUNT = 200
-# The hand-edited stage table; every column but the last (ivf only) must be filled.
-STAGE_COLUMNS = ["width", "shortlist_size", "index_type", "precision", "probes"]
+# The hand-edited stage table; the first four columns must be filled (probes: ivf only; efSearch: hnsw only).
+STAGE_COLUMNS = ["width", "shortlist_size", "index_type", "precision", "probes", "ef_search"]
+REQUIRED_STAGE_COLUMNS = STAGE_COLUMNS[:4]
+
+
+def comparison_frame(comparison: dict) -> pd.DataFrame:
+    """The tuned pick, exact search and the fastest standard index at the target, one row each."""
+    sides = [("Tuned funnel", comparison["funnel"]), ("Exact search", comparison["exact"])]
+    if comparison["baseline"] is not None:
+        sample = comparison["baseline"].get("measured_on_sample")
+        name = "Fastest standard index" + (f" (on a {sample['sample_rows']:,}-row sample)" if sample else "")
+        sides.append((name, comparison["baseline"]))
+    return pd.DataFrame(
+        [
+            {
+                "search": name,
+                "configuration": side.get("label"),
+                "p50_ms": side.get("p50_ms"),
+                "recall_at_10": side.get("recall_at_10"),
+                "ram_bytes_per_vector": side.get("ram_bytes_per_vector"),
+                "disk_bytes_per_vector": side.get("disk_bytes_per_vector"),
+            }
+            for name, side in sides
+        ]
+    )
+
+
+COMPARISON_COLUMNS = {
+    "search": "Search",
+    "configuration": "Configuration",
+    "p50_ms": st.column_config.NumberColumn("p50 (ms)", format="%.3f"),
+    "recall_at_10": st.column_config.NumberColumn("Recall@k", format="%.3f"),
+    "ram_bytes_per_vector": st.column_config.NumberColumn("RAM / vector (B)", format="%.0f"),
+    "disk_bytes_per_vector": st.column_config.NumberColumn("Disk / vector (B)", format="%.0f"),
+}
 
 st.title("Funnel: adaptive retrieval, live")
 st.caption(
@@ -93,13 +127,23 @@ if mode == "auto":
         f"{summary.get('recall_at_10', float('nan')):.3f}, p50 {summary.get('p50_ms', float('nan')):.3f} ms against "
         f"{summary.get('exact_p50_ms', float('nan')):.3f} ms exact."
     )
+    comparison = tuned_comparison(store, tuned_run)
+    st.dataframe(comparison_frame(comparison), hide_index=True, column_config=COMPARISON_COLUMNS, key="funnel_vs_standard")
+    location = comparison["rescore_location"]
+    st.caption(
+        comparison["verdict"]
+        + (f" Faster: {comparison['faster']}; smaller in RAM: {comparison['smaller_in_ram']}." if comparison["faster"] else "")
+        + (f" A funnel's rescoring vectors are counted in {location.upper() if location == 'ram' else location}; "
+           "latency was measured with them in RAM." if location else "")
+    )
     with st.expander("Every funnel the tuner measured"):
         tuned_funnels_table(store.rows("funnels", tuned_run))
 else:
     start = tuned[0] if tuned else Funnel.reference(searcher.width, k)
     st.caption(
-        "Stage 1 may be flat (fp32, fp16 or int8 codes), binary, hnsw (fp32) or ivf (fp32, probing the given "
-        "number of lists); later stages rescore in fp32 and must be flat fp32. Add or delete rows."
+        "Stage 1 may be flat (fp32, fp16 or int8 codes), binary, hnsw (fp32, keeping efSearch candidates) or ivf "
+        "(fp32, probing the given number of lists); later stages rescore in fp32 and must be flat fp32. Add or "
+        "delete rows."
     )
     edited = st.data_editor(
         pd.DataFrame(start.to_dicts()).reindex(columns=STAGE_COLUMNS),
@@ -117,9 +161,10 @@ else:
                 "Precision", options=list(FIRST_STAGE_PRECISION_CHOICES), required=True, default="fp32"
             ),
             "probes": st.column_config.NumberColumn("Lists probed (ivf)", min_value=1, step=1),
+            "ef_search": st.column_config.NumberColumn("efSearch (hnsw)", min_value=1, step=1),
         },
     )
-    complete = edited.dropna(subset=STAGE_COLUMNS[:-1]).astype(object)
+    complete = edited.dropna(subset=REQUIRED_STAGE_COLUMNS).astype(object)
     try:
         funnel = Funnel.from_dicts(complete.where(complete.notna(), None).to_dict("records"))
         if funnel.k < k:

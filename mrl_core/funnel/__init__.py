@@ -9,17 +9,29 @@ the previous shortlist with a wider renormalised prefix of the same stored full-
 gather and matmul); the last stage's shortlist is the answer. Prefix norms come from cumulative sums
 of squares, so a later stage never needs a renormalised copy of the corpus.
 
-``FunnelTuner`` measures which funnel is fastest at a target recall@k against exact full-width search.
+``FunnelTuner`` measures which funnel is fastest at a target recall@k against exact full-width search,
+and always measures the standard single indexes a user would pick instead (HNSW and IVF over the
+full-width vectors at the efSearch / lists probed that meet the target), so that the pick is reported
+against both, with the RAM and disk each needs per vector.
 """
 
-from mrl_core.funnel.records import funnel_rows, load_tuned_funnel, save_tuning
+from mrl_core.funnel.records import funnel_rows, load_tuned_funnel, save_tuning, tuned_comparison
 from mrl_core.funnel.searcher import FunnelSearcher
 from mrl_core.funnel.stages import Funnel, FunnelResult, FunnelStage
 from mrl_core.funnel.timing import live_query, time_funnel, time_round_robin
-from mrl_core.funnel.tuner import MIN_SPEEDUP_OVER_EXACT, FunnelTuner, pick_fastest, shortlist_grid
+from mrl_core.funnel.tuner import (
+    MAX_BUILD_ROWS,
+    MIN_SPEEDUP_OVER_EXACT,
+    STANDARD_INDEX_TYPES,
+    FunnelTuner,
+    pick_fastest,
+    shortlist_grid,
+)
 
 __all__ = [
+    "MAX_BUILD_ROWS",
     "MIN_SPEEDUP_OVER_EXACT",
+    "STANDARD_INDEX_TYPES",
     "Funnel",
     "FunnelResult",
     "FunnelSearcher",
@@ -33,4 +45,5 @@ __all__ = [
     "shortlist_grid",
     "time_funnel",
     "time_round_robin",
+    "tuned_comparison",
 ]

@@ -9,13 +9,21 @@ from mrl_core.funnel.tuner import FunnelTuner
 
 
 def funnel_rows(tuner: FunnelTuner) -> list[dict]:
-    """Rows for the store's ``funnels`` table: the tuner's frontier, the pick marked ``chosen``."""
-    exact_p50_ms = tuner.exact_timing_["p50_ms"]
+    """Rows for the store's ``funnels`` table: the tuner's frontier, the pick marked ``chosen``.
+
+    A standard index measured on a sample of the corpus is stored at the sample's size (what it was
+    measured on), with ``measured_on_sample`` in its details. Every row's details carry the comparison
+    against the fastest standard index meeting the target (``baseline``, ``speedup_vs_baseline``) and the
+    row's own RAM and disk bytes per vector.
+    """
+    comparison = tuner.comparison_
+    baseline = comparison["baseline"]
     rows = []
     for entry in tuner.frontier_:
+        exact_p50_ms = entry["exact_p50_ms"]
         rows.append(
             {
-                "corpus_size": tuner.corpus_size_,
+                "corpus_size": entry["corpus_size"],
                 "stages": entry["stages"],
                 "recall_at_10": entry["recall_at_10"],
                 "ndcg_at_10": None,
@@ -36,6 +44,15 @@ def funnel_rows(tuner: FunnelTuner) -> list[dict]:
                     "reference": entry["reference"],
                     "exact": entry["exact"],
                     "exact_p95_ms": tuner.exact_timing_["p95_ms"],
+                    "standard_index": entry["standard_index"],
+                    "ram_bytes_per_vector": entry["ram_bytes_per_vector"],
+                    "disk_bytes_per_vector": entry["disk_bytes_per_vector"],
+                    "rescore_location": tuner.rescore_location,
+                    "measured_on_sample": entry["measured_on_sample"],
+                    "baseline": _baseline_details(baseline),
+                    "speedup_vs_baseline": (
+                        baseline["p50_ms"] / entry["p50_ms"] if baseline is not None and entry["p50_ms"] > 0 else None
+                    ),
                     # The tuner times every funnel one query per call (``time_funnel``, ``time_round_robin``).
                     "batch_size": 1,
                     "threads": tuner.threads_,
@@ -44,6 +61,19 @@ def funnel_rows(tuner: FunnelTuner) -> list[dict]:
             }
         )
     return rows
+
+
+def _baseline_details(baseline: dict | None) -> dict | None:
+    """The fastest standard index meeting the target, as stored beside each row (None when none met it)."""
+    if baseline is None:
+        return None
+    return {
+        key: baseline[key]
+        for key in (
+            "label", "stages", "p50_ms", "p95_ms", "recall_at_10", "ram_bytes_per_vector", "disk_bytes_per_vector",
+            "corpus_size", "measured_on_sample",
+        )
+    }
 
 
 def save_tuning(store, tuner: FunnelTuner, **run_fields) -> int:
@@ -64,6 +94,7 @@ def save_tuning(store, tuner: FunnelTuner, **run_fields) -> int:
     ) as run_id:
         store.add_rows("funnels", run_id, funnel_rows(tuner))
         best = tuner.best_timing_
+        comparison = tuner.comparison_
         store.finish_run(
             run_id,
             summary={
@@ -72,6 +103,15 @@ def save_tuning(store, tuner: FunnelTuner, **run_fields) -> int:
                 "exact_p50_ms": tuner.exact_timing_["p50_ms"],
                 "speedup": tuner.exact_timing_["p50_ms"] / best["p50_ms"],
                 "recall_at_10": best["recall_at_10"],
+                "ram_bytes_per_vector": comparison["funnel"]["ram_bytes_per_vector"],
+                "disk_bytes_per_vector": comparison["funnel"]["disk_bytes_per_vector"],
+                "exact_ram_bytes_per_vector": comparison["exact"]["ram_bytes_per_vector"],
+                "baseline": _baseline_details(comparison["baseline"]),
+                "speedup_vs_baseline": comparison["speedup_vs_baseline"],
+                "faster": comparison["faster"],
+                "smaller_in_ram": comparison["smaller_in_ram"],
+                "verdict": comparison["verdict"],
+                "rescore_location": tuner.rescore_location,
                 "skipped": tuner.skipped_,
             },
         )
@@ -97,3 +137,43 @@ def load_tuned_funnel(store, *, model: str, dataset_fingerprint: str, target_rec
             if len(chosen):
                 return Funnel.from_dicts(chosen.iloc[0]["stages"]), int(run["run_id"])
     return None
+
+
+def tuned_comparison(store, run_id: int) -> dict:
+    """A stored tuning run's pick beside exact search and the fastest standard index meeting the target.
+
+    Returns:
+        {"funnel", "exact", "baseline" (None when no standard index met the target, or the run predates
+        the comparison), "speedup_vs_exact", "speedup_vs_baseline", "faster", "smaller_in_ram",
+        "rescore_location", "verdict"}; each side is {label, p50_ms, recall_at_10, ram_bytes_per_vector,
+        disk_bytes_per_vector} (bytes None for a run stored before they were).
+    """
+    summary = store.get_run(run_id)["summary"] or {}
+    exact_p50_ms = summary.get("exact_p50_ms")
+    baseline = summary.get("baseline")
+    verdict = summary.get("verdict")
+    if verdict is None:
+        verdict = f"Run {run_id} was tuned before the standard indexes were measured beside funnels; tune again to compare."
+    return {
+        "funnel": {
+            "label": summary.get("chosen"),
+            "p50_ms": summary.get("p50_ms"),
+            "recall_at_10": summary.get("recall_at_10"),
+            "ram_bytes_per_vector": summary.get("ram_bytes_per_vector"),
+            "disk_bytes_per_vector": summary.get("disk_bytes_per_vector"),
+        },
+        "exact": {
+            "label": "exact search (flat fp32, full width)",
+            "p50_ms": exact_p50_ms,
+            "recall_at_10": 1.0,
+            "ram_bytes_per_vector": summary.get("exact_ram_bytes_per_vector"),
+            "disk_bytes_per_vector": 0.0 if "exact_ram_bytes_per_vector" in summary else None,
+        },
+        "baseline": baseline,
+        "speedup_vs_exact": summary.get("speedup"),
+        "speedup_vs_baseline": summary.get("speedup_vs_baseline"),
+        "faster": summary.get("faster"),
+        "smaller_in_ram": summary.get("smaller_in_ram"),
+        "rescore_location": summary.get("rescore_location"),
+        "verdict": verdict,
+    }

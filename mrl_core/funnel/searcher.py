@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Sequence
 
@@ -9,7 +10,7 @@ import faiss
 import numpy as np
 
 from mrl_core.funnel.stages import Funnel, FunnelResult, FunnelStage
-from mrl_core.indexes import HNSW_EF_CONSTRUCTION, HNSW_M, build_index, default_ivf_nlist
+from mrl_core.indexes import HNSW_EF_CONSTRUCTION, HNSW_M, build_index, default_ivf_nlist, search_threads
 from mrl_core.widths import prefix_norms, renormalised_prefix
 
 BINARY_HEAP_MAX_SHORTLIST = 100
@@ -34,19 +35,32 @@ class FunnelSearcher:
     """Searches one corpus of full-width L2-normalised vectors with any funnel.
 
     Stage-1 indexes and prefix norms are built on first use and kept, so a funnel's timed searches
-    measure search only. Call ``prepare(funnel)`` to build them ahead of timing.
+    measure search only. Call ``prepare(funnel)`` to build them ahead of timing. Indexes are built with
+    ``build_threads`` FAISS/BLAS threads whatever the threads searches run with (a single-query search
+    is timed on one thread; an HNSW build on one thread takes twice as long on this 2-core machine).
 
     Args:
         corpus: (documents, full_width) float32 matrix of unit-norm rows; kept by reference.
         hnsw_m: neighbours per node of HNSW stage-1 indexes.
         hnsw_ef_construction: build-time candidate list length of HNSW indexes.
+        ivf_lists: lists of IVF stage-1 indexes (None: ``default_ivf_nlist`` of the corpus size).
+        build_threads: threads while building an index (None: as the caller has them set).
+
+    Attributes:
+        build_seconds: wall seconds each built index took, keyed like ``"hnsw fp32 384"``.
 
     Raises:
         ValueError: if the corpus is empty, not 2-D, or its rows are not unit norm.
     """
 
     def __init__(
-        self, corpus: np.ndarray, *, hnsw_m: int = HNSW_M, hnsw_ef_construction: int = HNSW_EF_CONSTRUCTION, ivf_lists: int | None = None
+        self,
+        corpus: np.ndarray,
+        *,
+        hnsw_m: int = HNSW_M,
+        hnsw_ef_construction: int = HNSW_EF_CONSTRUCTION,
+        ivf_lists: int | None = None,
+        build_threads: int | None = os.cpu_count(),
     ):
         corpus = np.ascontiguousarray(corpus, dtype=np.float32)
         if corpus.ndim != 2 or corpus.shape[0] == 0:
@@ -56,6 +70,8 @@ class FunnelSearcher:
         self.hnsw_m = hnsw_m
         self.hnsw_ef_construction = hnsw_ef_construction
         self.ivf_lists = ivf_lists if ivf_lists is not None else default_ivf_nlist(self.corpus_size)
+        self.build_threads = build_threads
+        self.build_seconds: dict[str, float] = {}
         self._norms: dict[int, np.ndarray] = {}
         self._indexes: dict[tuple[str, int], object] = {}
         full_norms = self.norms(self.width)
@@ -81,6 +97,10 @@ class FunnelSearcher:
         self._ensure_norms([stage.width for stage in funnel.stages])
         self._first_stage_index(funnel.stages[0])
 
+    def has_index(self, stage: FunnelStage) -> bool:
+        """Whether the index ``stage`` searches (its index type, precision and width) is built already."""
+        return (stage.index_type, stage.precision, stage.width) in self._indexes
+
     def _check(self, funnel: Funnel) -> None:
         for number, stage in enumerate(funnel.stages, start=1):
             if stage.width > self.width:
@@ -98,10 +118,13 @@ class FunnelSearcher:
                 # Sign bits need no renormalisation: the raw prefix has the same signs.
                 index = build_index(self.corpus[:, :width], "binary", stage.precision)
             else:
-                index = build_index(
-                    renormalised_prefix(self.corpus, width, self.norms(width)), stage.index_type, stage.precision,
-                    hnsw_m=self.hnsw_m, hnsw_ef_construction=self.hnsw_ef_construction, ivf_lists=self.ivf_lists,
-                )
+                start = time.perf_counter()
+                with search_threads(self.build_threads):
+                    index = build_index(
+                        renormalised_prefix(self.corpus, width, self.norms(width)), stage.index_type, stage.precision,
+                        hnsw_m=self.hnsw_m, hnsw_ef_construction=self.hnsw_ef_construction, ivf_lists=self.ivf_lists,
+                    )
+                self.build_seconds[f"{stage.index_type} {stage.precision} {width}"] = time.perf_counter() - start
             self._indexes[key] = index
         return self._indexes[key]
 
@@ -129,8 +152,7 @@ class FunnelSearcher:
         if stage.index_type == "ivf":
             scores, ids = index.search(prefix, shortlist_size, params=faiss.SearchParametersIVF(nprobe=stage.probes))
             return ids, scores
-        # efSearch is the candidate list HNSW keeps; below the shortlist size it could not fill it.
-        parameters = faiss.SearchParametersHNSW(efSearch=max(shortlist_size, 16))
+        parameters = faiss.SearchParametersHNSW(efSearch=max(stage.hnsw_ef_search, shortlist_size))
         scores, ids = index.search(prefix, shortlist_size, params=parameters)
         return ids, scores
 

@@ -18,11 +18,13 @@ REFERENCE_SHORTLISTS = (200, 100, 50, 25)
 class FunnelStage:
     """One stage: keep the best ``shortlist_size`` rows scored at ``width`` dimensions.
 
-    ``index_type``, ``precision`` and ``probes`` only matter for stage 1, which searches the whole
-    corpus (a flat scan over fp32, fp16 or int8 prefixes, a Hamming scan over sign bits, HNSW over
-    fp32, or IVF over fp32 scanning the ``probes`` lists nearest the query); later stages rescore the
-    previous shortlist in fp32 and must say ``flat``/``fp32``. ``precision`` defaults to the index
-    type's first of ``FIRST_STAGE_PRECISIONS``; ``probes`` is required for IVF and refused otherwise.
+    ``index_type``, ``precision``, ``probes`` and ``ef_search`` only matter for stage 1, which searches
+    the whole corpus (a flat scan over fp32, fp16 or int8 prefixes, a Hamming scan over sign bits, HNSW
+    over fp32 keeping ``ef_search`` candidates while it walks the graph, or IVF over fp32 scanning the
+    ``probes`` lists nearest the query); later stages rescore the previous shortlist in fp32 and must say
+    ``flat``/``fp32``. ``precision`` defaults to the index type's first of ``FIRST_STAGE_PRECISIONS``;
+    ``probes`` is required for IVF and refused otherwise; ``ef_search`` is only for HNSW, and when it is
+    None (stages stored before it existed) HNSW keeps ``max(shortlist_size, 16)`` candidates.
     """
 
     width: int
@@ -30,6 +32,7 @@ class FunnelStage:
     index_type: str = "flat"
     precision: str | None = None
     probes: int | None = None
+    ef_search: int | None = None
 
     def __post_init__(self) -> None:
         if self.index_type not in FIRST_STAGE_INDEX_TYPES:
@@ -53,6 +56,18 @@ class FunnelStage:
             object.__setattr__(self, "probes", int(self.probes))
         elif self.probes is not None:
             raise ValueError(f"probes={self.probes!r}: only an ivf stage probes lists")
+        if self.ef_search is not None:
+            if self.index_type != "hnsw":
+                raise ValueError(f"ef_search={self.ef_search!r}: only an hnsw stage has a search candidate list")
+            if int(self.ef_search) < 1:
+                raise ValueError(f"ef_search={self.ef_search!r}: expected a positive candidate list length")
+            object.__setattr__(self, "ef_search", int(self.ef_search))
+
+    @property
+    def hnsw_ef_search(self) -> int:
+        """The candidate list HNSW keeps: ``ef_search``, else the shortlist size (at least 16); never below
+        the shortlist size, which a shorter list could not fill."""
+        return max(self.ef_search or max(int(self.shortlist_size), 16), int(self.shortlist_size))
 
     def to_dict(self) -> dict:
         stage = {
@@ -63,6 +78,8 @@ class FunnelStage:
         }
         if self.probes is not None:
             stage["probes"] = self.probes
+        if self.ef_search is not None:
+            stage["ef_search"] = self.ef_search
         return stage
 
 
@@ -103,14 +120,14 @@ class Funnel:
             tuple(
                 FunnelStage(
                     int(stage["width"]), int(stage["shortlist_size"]), stage.get("index_type", "flat"),
-                    stage.get("precision"), stage.get("probes"),
+                    stage.get("precision"), stage.get("probes"), stage.get("ef_search"),
                 )
                 for stage in stages
             )
         )
 
     def describe(self) -> str:
-        """E.g. ``binary 128 -> 400 | 384 -> 10`` or ``flat int8 64 -> 2000 | 384 -> 10``."""
+        """E.g. ``binary 128 -> 400 | 384 -> 10``, ``flat int8 64 -> 2000 | 384 -> 10`` or ``hnsw 384 (efSearch 128) -> 10``."""
         parts = []
         for number, stage in enumerate(self.stages):
             if number:
@@ -121,8 +138,15 @@ class Funnel:
                 label = f"{stage.index_type} {stage.precision} {stage.width}"
             if stage.probes is not None:
                 label += f" (probe {stage.probes})"
+            if stage.ef_search is not None:
+                label += f" (efSearch {stage.ef_search})"
             parts.append(f"{label} -> {stage.shortlist_size}")
         return " | ".join(parts)
+
+    def index_label(self) -> str:
+        """``describe()`` without the last shortlist: a one-stage funnel reads as the index it searches,
+        e.g. ``hnsw 384 (efSearch 128)`` or ``ivf 384 (probe 16)``."""
+        return self.describe().rsplit(" -> ", 1)[0]
 
     @classmethod
     def exact(cls, full_width: int, k: int = 10) -> "Funnel":
