@@ -7,7 +7,7 @@ import streamlit as st
 from app.labels import format_count
 from app.progress import progress_bar
 from app.state import cached_dataset, job_lock
-from mrl_core.bench import DATASET_BENCH_CORPUS_SIZES
+from mrl_core.bench import DATASET_BENCH_APPROXIMATE_WIDTHS, DATASET_BENCH_CORPUS_SIZES
 from mrl_core.first_start import FIRST_START_SOURCE, measure_first_start, missing_measurements
 from mrl_core.store import ResultStore
 
@@ -18,7 +18,15 @@ STEP_LABELS = {
 }
 STEP_DONE = {
     "evaluate": "Quality measured at every width, precision and method.",
-    "bench": f"Latency measured at {', '.join(format_count(size) for size in DATASET_BENCH_CORPUS_SIZES)} vectors.",
+    "bench": (
+        f"Latency measured at {', '.join(format_count(size) for size in DATASET_BENCH_CORPUS_SIZES)} vectors; "
+        "HNSW and IVF with their recall at widths "
+        + ", ".join(
+            f"{width} (up to {format_count(limit)})" if limit else str(width)
+            for width, limit in DATASET_BENCH_APPROXIMATE_WIDTHS.items()
+        )
+        + "."
+    ),
 }
 
 

@@ -2,7 +2,8 @@
 
 A store with no finished evaluation gets one of ``builtin:quick`` with the base model at every width,
 precision and method; a store with no finished benchmark gets one of the same embeddings at
-``bench.DATASET_BENCH_CORPUS_SIZES``. Later starts find both and measure nothing. The app runs this on
+``bench.DATASET_BENCH_CORPUS_SIZES`` (up to 1M rows drawn to match the data), with HNSW and IVF at
+``bench.DATASET_BENCH_APPROXIMATE_WIDTHS``. Later starts find both and measure nothing. The app runs this on
 its first screen; progress goes to callbacks, one per step.
 """
 

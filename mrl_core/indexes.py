@@ -27,6 +27,8 @@ IndexType = Literal["flat", "binary", "hnsw", "ivf"]
 INDEX_TYPES: tuple[str, ...] = get_args(IndexType)
 """``flat``: exhaustive scan of float/fp16/int8 codes; ``binary``: exhaustive Hamming scan of sign bits;
 ``hnsw``: a graph; ``ivf``: inverted lists around k-means centroids."""
+APPROXIMATE_INDEX_TYPES: tuple[str, ...] = ("hnsw", "ivf")
+"""Index types that do not search every vector: their recall against exact search is measured with their latency."""
 BINARY_PRECISIONS: tuple[str, ...] = ("binary", "binary+rescore")
 """Precisions stored as sign bits (``binary+rescore`` reranks its Hamming shortlist with the float query)."""
 
@@ -49,7 +51,7 @@ INDEX_PRECISIONS: dict[str, dict[str, frozenset[str]]] = {
         "fp16": frozenset(), "int8": frozenset(), "binary": frozenset(), "binary+rescore": frozenset(),
     },
     "ivf": {
-        "fp32": frozenset({FIRST_STAGE}),
+        "fp32": frozenset({MEASURED, FIRST_STAGE}),
         "fp16": frozenset(), "int8": frozenset(), "binary": frozenset(), "binary+rescore": frozenset(),
     },
 }

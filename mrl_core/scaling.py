@@ -1,5 +1,13 @@
 """Latency scaling fits: p50/p95 against corpus size per configuration, and the latency a fit projects.
 
+What a search costs decides the form of the line. A flat or binary scan reads every code: a fixed cost
+(query setup, top-k selection, a binary+rescore's rerank) plus bytes scanned / scan rate, linear in the
+corpus size, and never faster than this machine's memory read bandwidth allows. The scan rate is fitted on
+the sizes whose codes exceed the last-level cache (smaller corpora are scanned from cache, faster per byte),
+so a line through 100,000 and 1,000,000 rows extends to 10M at memory speed. HNSW visits about log(n)
+layers of neighbours at its efSearch: a + b*ln(n). IVF with 4*sqrt(n) lists scans nprobe lists of about
+sqrt(n)/4 codes each plus the centroids: a + b*sqrt(n).
+
 Numbers in, numbers out (numpy and pandas only): the bench fits what it measured, the cost model and the
 planner project those fits to corpus sizes nobody measured, and say how far off the fit was on the data.
 """
@@ -12,17 +20,24 @@ from typing import Literal, Sequence, get_args
 import numpy as np
 import pandas as pd
 
-FitForm = Literal["linear", "log"]
+FitForm = Literal["linear", "log", "sqrt"]
+FORMS = {"hnsw": "log", "ivf": "sqrt"}
+"""Index type -> its fit's form; every other index type scans all codes and is 'linear'."""
 Metric = Literal["p50_ms", "p95_ms"]
 
 
 @dataclass(frozen=True)
 class ScalingFit:
-    """latency_ms = intercept_ms + slope_ms * x, with x = corpus_size (linear) or ln(corpus_size) (log).
+    """latency_ms = intercept_ms + slope_ms * x, with x = corpus_size (linear), ln(corpus_size) (log) or
+    sqrt(corpus_size) (sqrt).
 
     ``holdout_relative_error`` is |predicted - measured| / measured at the largest measured size when the
-    line was fitted without it (None with fewer than three sizes); the stored line uses every size.
-    ``measured_ms`` are the medians it was fitted to, one per size: the floor of its projections.
+    line was fitted without it (None with fewer than three sizes); the stored line uses every fitted size.
+    ``measured_ms`` are the medians per measured size: the floor of its projections. For a scan,
+    ``bytes_per_vector`` is the code it reads per row, ``scan_bytes_per_s`` the rate the slope means
+    (bytes_per_vector / slope), ``fitted_sizes`` the sizes past the last-level cache the line went through
+    (all sizes where fewer than two are), and ``read_bytes_per_s`` the machine's measured read bandwidth:
+    no projection is below corpus_size * bytes_per_vector / read_bytes_per_s.
     """
 
     index_type: str
@@ -36,6 +51,16 @@ class ScalingFit:
     measured_ms: tuple[float, ...]
     holdout_corpus_size: int | None
     holdout_relative_error: float | None
+    fitted_sizes: tuple[int, ...] = ()
+    bytes_per_vector: float | None = None
+    read_bytes_per_s: float | None = None
+
+    @property
+    def scan_bytes_per_s(self) -> float | None:
+        """Bytes a scan reads per second past the cache, as the slope says (None for HNSW/IVF or a flat line)."""
+        if self.form != "linear" or not self.bytes_per_vector or self.slope_ms <= 0:
+            return None
+        return self.bytes_per_vector / self.slope_ms * 1000
 
     def to_dict(self) -> dict:
         return {
@@ -50,12 +75,18 @@ class ScalingFit:
             "measured_ms": list(self.measured_ms),
             "holdout_corpus_size": self.holdout_corpus_size,
             "holdout_relative_error": self.holdout_relative_error,
+            "fitted_sizes": list(self.fitted_sizes),
+            "bytes_per_vector": self.bytes_per_vector,
+            "read_bytes_per_s": self.read_bytes_per_s,
+            "scan_bytes_per_s": self.scan_bytes_per_s,
         }
 
 
 def _x(form: str, corpus_size) -> np.ndarray:
     sizes = np.asarray(corpus_size, dtype=float)
-    return np.log(sizes) if form == "log" else sizes
+    if form == "log":
+        return np.log(sizes)
+    return np.sqrt(sizes) if form == "sqrt" else sizes
 
 
 def _line(form: str, sizes: np.ndarray, latencies_ms: np.ndarray) -> tuple[float, float]:
@@ -75,12 +106,29 @@ def _line(form: str, sizes: np.ndarray, latencies_ms: np.ndarray) -> tuple[float
     return float(np.median(latencies_ms - slope * x)), slope
 
 
+def _machine_value(group: pd.DataFrame, key: str) -> float | None:
+    """A machine fact the bench recorded in its rows' details (read bandwidth, cache size), or None."""
+    if "details" not in group.columns:
+        return None
+    values = [details.get(key) for details in group["details"] if isinstance(details, dict) and details.get(key)]
+    return float(np.median(values)) if values else None
+
+
+def _past_cache(sizes: np.ndarray, bytes_per_vector: float | None, cache_bytes: float | None) -> np.ndarray:
+    """The sizes to fit a scan through: those whose codes exceed the last-level cache, when two or more do."""
+    if not bytes_per_vector or not cache_bytes:
+        return sizes
+    past = sizes[sizes * bytes_per_vector > cache_bytes]
+    return past if len(past) >= 2 else sizes
+
+
 def fit_latency(rows: pd.DataFrame | Sequence[dict], metric: Metric = "p50_ms") -> dict[tuple[str, str, int], ScalingFit]:
     """Fit latency against corpus size for each (index_type, precision, width) measured at two or more sizes.
 
-    Flat and binary scans read every vector, so their time is linear in corpus size; HNSW visits about
-    log(n) layers of neighbours, so it is fitted as a + b*ln(n). Repeated sizes use their median; the line
-    is robust to one outlying size, and its intercept and slope are never negative (see ``_line``).
+    Scans are linear in corpus size through the sizes past the last-level cache (when the rows carry
+    ``formula_bytes_per_vector`` and the bench's ``last_level_cache_bytes``); HNSW is a + b*ln(n), IVF
+    a + b*sqrt(n) (see the module docstring). Repeated sizes use their median; the line is robust to one
+    outlying size, and its slope is never negative (see ``_line``).
 
     Args:
         rows: ``latency`` rows (a DataFrame from the store, or ``run_bench``'s dicts).
@@ -99,19 +147,27 @@ def fit_latency(rows: pd.DataFrame | Sequence[dict], metric: Metric = "p50_ms") 
         by_size = group.groupby("corpus_size")[metric].median().sort_index()
         if len(by_size) < 2:
             continue
-        form = "log" if index_type == "hnsw" else "linear"
+        form = FORMS.get(str(index_type), "linear")
+        bytes_per_vector = None
+        if form == "linear" and "formula_bytes_per_vector" in group.columns:
+            known = group["formula_bytes_per_vector"].dropna()
+            bytes_per_vector = float(known.median()) if not known.empty else None
+        cache_bytes = _machine_value(group, "last_level_cache_bytes")
         sizes = by_size.index.to_numpy(dtype=float)
         latencies = by_size.to_numpy(dtype=float)
+        fitted = _past_cache(sizes, bytes_per_vector, cache_bytes) if form == "linear" else sizes
         holdout_size, holdout_error = None, None
         if len(sizes) >= 3:
-            intercept, slope = _line(form, sizes[:-1], latencies[:-1])
+            before = _past_cache(sizes[:-1], bytes_per_vector, cache_bytes) if form == "linear" else sizes[:-1]
+            intercept, slope = _line(form, before, latencies[np.isin(sizes, before)])
             predicted = max(intercept + slope * float(_x(form, sizes[-1])), latencies[-2])
             holdout_size = int(sizes[-1])
             holdout_error = abs(predicted - latencies[-1]) / latencies[-1]
-        intercept, slope = _line(form, sizes, latencies)
+        intercept, slope = _line(form, fitted, latencies[np.isin(sizes, fitted)])
         fits[(str(index_type), str(precision), int(width))] = ScalingFit(
             str(index_type), str(precision), int(width), metric, form, intercept, slope,
             tuple(int(size) for size in sizes), tuple(float(value) for value in latencies), holdout_size, holdout_error,
+            tuple(int(size) for size in fitted), bytes_per_vector, _machine_value(group, "read_bytes_per_s"),
         )
     return fits
 
@@ -130,11 +186,12 @@ def tail_ratio(rows: pd.DataFrame) -> float:
 
 
 def project_latency_ms(fit: ScalingFit | dict, corpus_size: int) -> float:
-    """Latency a fit predicts at ``corpus_size``, never below what was measured.
+    """Latency a fit predicts at ``corpus_size``, never below what was measured or what memory allows.
 
-    The floor: at or above a measured size, the latency measured at the largest such size (a larger
+    The floors: at or above a measured size, the latency measured at the largest such size (a larger
     corpus is not searched faster); below every measured size, the smallest measurement scaled down in
-    proportion to the corpus size, which stays above 0.
+    proportion to the corpus size, which stays above 0; for a scan with a known read bandwidth, the time
+    to read corpus_size codes at that bandwidth.
 
     Example:
         >>> project_latency_ms({"form": "linear", "intercept_ms": 0.5, "slope_ms": 1e-5}, 1_000_000)
@@ -151,12 +208,16 @@ def project_latency_ms(fit: ScalingFit | dict, corpus_size: int) -> float:
     if form not in get_args(FitForm):
         raise ValueError(f"form={form!r}: expected one of {list(get_args(FitForm))}")
     line = float(values["intercept_ms"] + values["slope_ms"] * float(_x(form, corpus_size)))
+    bytes_per_vector, read_bytes_per_s = values.get("bytes_per_vector"), values.get("read_bytes_per_s")
+    bandwidth_floor = 0.0
+    if form == "linear" and bytes_per_vector and read_bytes_per_s:
+        bandwidth_floor = corpus_size * bytes_per_vector / read_bytes_per_s * 1000
     sizes, measured = values.get("corpus_sizes") or [], values.get("measured_ms") or []
     if not measured:
-        return max(0.0, line)
+        return max(0.0, line, bandwidth_floor)
     at_or_below = [latency for size, latency in zip(sizes, measured) if size <= corpus_size]
     if at_or_below:
         floor = at_or_below[-1]
     else:
         floor = measured[0] * corpus_size / sizes[0]
-    return max(line, floor)
+    return max(line, floor, bandwidth_floor)

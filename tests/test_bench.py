@@ -16,11 +16,11 @@ def unit_rows(rows: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def test_measured_pairs_keep_supported_pairs_and_reject_unknown_names():
-    assert measured_pairs(["flat", "binary", "hnsw"], ["fp32", "binary"]) == [
-        ("flat", "fp32"), ("binary", "binary"), ("hnsw", "fp32"),
+    assert measured_pairs(["flat", "binary", "hnsw", "ivf"], ["fp32", "binary"]) == [
+        ("flat", "fp32"), ("binary", "binary"), ("hnsw", "fp32"), ("ivf", "fp32"),
     ]
-    with pytest.raises(ValueError, match="'ivf' is not one of"):
-        measured_pairs(["ivf"], ["fp32"])
+    with pytest.raises(ValueError, match="'pq' is not one of"):
+        measured_pairs(["pq"], ["fp32"])
     with pytest.raises(ValueError, match="'int4' is not one of"):
         measured_pairs(["flat"], ["int4"])
 
@@ -114,18 +114,26 @@ def test_run_bench_rows_have_every_field_and_measured_bytes(tmp_path):
     store = ResultStore(tmp_path / "results.duckdb")
     result = run_bench(
         unit_rows(500, 32), widths=(32, 12), corpus_sizes=[300, 1000], query_count=6, batch_size=4,
-        hnsw_max_corpus_size=500, store=store, run_fields={"model": "synthetic"},
+        approximate_widths={32: 500}, store=store, run_fields={"model": "synthetic"},
     )
     rows = {(r["index_type"], r["precision"], r["width"], r["corpus_size"]): r for r in result.rows}
-    # binary at width 12 is not a whole number of bytes; hnsw is capped at 500 rows.
+    # binary at width 12 is not a whole number of bytes; HNSW/IVF only at width 32 and up to 500 rows.
     assert ("binary", "binary", 12, 300) not in rows and ("hnsw", "fp32", 32, 1000) not in rows
-    assert ("hnsw", "fp32", 32, 300) in rows and ("flat", "int8", 12, 1000) in rows
-    assert any("hnsw_max_corpus_size=500" in reason for reason in result.skipped)
+    assert ("hnsw", "fp32", 32, 300) in rows and ("ivf", "fp32", 32, 300) in rows and ("flat", "int8", 12, 1000) in rows
+    assert ("hnsw", "fp32", 12, 300) not in rows
+    assert any("hnsw 32 at 1000: built up to 500 rows at this width" in reason for reason in result.skipped)
+    assert any("hnsw 12: not among the approximate-index widths [32]" in reason for reason in result.skipped)
     for row in result.rows:
         assert set(row) == set(TABLE_COLUMNS["latency"])
         assert row["p95_ms"] >= row["p50_ms"] > 0 and row["queries_per_s"] > 0
         assert row["threads"] == 1 and row["batch_size"] == 4 and row["faiss_version"]
         assert row["details"]["enlarged"] == (row["corpus_size"] > 500)
+        assert row["details"]["read_bytes_per_s"] > 1e8 and "last_level_cache_bytes" in row["details"]
+        # Only approximate indexes carry a recall: exact scans find the exact top-10 by definition.
+        assert (row["recall_at_10"] is not None) == (row["index_type"] in ("hnsw", "ivf"))
+    for index_type, parameter in (("hnsw", "hnsw_ef_search"), ("ivf", "ivf_nprobe")):
+        row = rows[(index_type, "fp32", 32, 300)]
+        assert row["recall_at_10"] >= 0.99 and row["details"]["recall_met"] and row["details"][parameter] >= 1
     flat = rows[("flat", "fp32", 32, 1000)]
     assert flat["formula_bytes_per_vector"] == 128
     assert flat["bytes_per_vector"] == pytest.approx(128, rel=0.01)
@@ -204,3 +212,29 @@ def test_bench_and_funnel_commands_on_precomputed_embeddings(tmp_path, capsys):
                  "--store", str(store_path), "--json"])
     captured = capsys.readouterr()
     assert code == 2 and captured.out == "" and "cannot encode a new query text" in captured.err
+
+
+def test_approximate_indexes_are_timed_at_the_smallest_parameter_meeting_the_recall_floor():
+    """The search parameter the bench picks is the smallest of its grid whose recall meets the floor."""
+    from mrl_core.bench import HNSW_EF_SEARCH_GRID, IVF_NPROBE_GRID, _exact_neighbours, _recall_at_k
+
+    corpus, queries = unit_rows(4000, 24, seed=5), unit_rows(40, 24, seed=6)
+    result = run_bench(
+        corpus, widths=[24], index_types=["hnsw", "ivf"], precisions=["fp32"], query_embeddings=queries,
+        query_count=40, batch_size=8, recall_floor=0.95,
+    )
+    exact = _exact_neighbours(corpus, queries, 10)
+    for row in result.rows:
+        index = build_index(corpus, row["index_type"], "fp32")
+        if row["index_type"] == "hnsw":
+            chosen, grid, name = row["details"]["hnsw_ef_search"], HNSW_EF_SEARCH_GRID, "hnsw_ef_search"
+        else:
+            chosen, grid, name = row["details"]["ivf_nprobe"], IVF_NPROBE_GRID, "ivf_nprobe"
+            assert row["details"]["ivf_lists"] == index.nlist == 253
+        recall = _recall_at_k(index_searcher(index, row["index_type"], "fp32", **{name: chosen})(queries, queries), exact)
+        assert recall == pytest.approx(row["recall_at_10"]) and recall >= 0.95
+        smaller = [value for value in grid if 10 <= value < chosen] if name == "hnsw_ef_search" else [
+            value for value in grid if value < chosen]
+        if smaller:
+            below = index_searcher(index, row["index_type"], "fp32", **{name: smaller[-1]})(queries, queries)
+            assert _recall_at_k(below, exact) < 0.95

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import pandas as pd
 
 from mrl_core.cost import latency_at
@@ -42,3 +43,48 @@ def test_p95_is_p50_times_the_tail_measured_at_the_largest_size():
     estimate = latency_at(rows, 2_000_000)
     assert abs(estimate.p50_ms - 20.0) < 1e-9
     assert abs(estimate.p95_ms - 20.0 * 1.2) < 1e-9
+
+
+def _scan_rows(sizes, p50, bytes_per_vector, cache_bytes=32 * 2**20, read_bytes_per_s=14e9):
+    details = {"last_level_cache_bytes": cache_bytes, "read_bytes_per_s": read_bytes_per_s}
+    return pd.DataFrame({
+        "index_type": "flat", "precision": "fp32", "width": bytes_per_vector // 4, "corpus_size": sizes, "p50_ms": p50,
+        "p95_ms": [value * 1.2 for value in p50], "formula_bytes_per_vector": float(bytes_per_vector),
+        "details": [details] * len(sizes),
+    })
+
+
+def test_scans_are_fitted_past_the_cache_where_they_run_at_memory_speed():
+    # 1536-byte codes: 10k rows (15 MB) sit in a 32 MB cache and scan faster per byte; 30k-1M (46 MB-1.5 GB) do not.
+    # Past the cache: 0.2 ms + bytes / 10 GB/s. A line through all four sizes would bend towards the cached one.
+    sizes = [10_000, 30_000, 100_000, 1_000_000]
+    rate_bytes_per_ms = 10e9 / 1000
+    p50 = [0.4] + [0.2 + size * 1536 / rate_bytes_per_ms for size in sizes[1:]]
+    (fit,) = fit_latency(_scan_rows(sizes, p50, 1536), "p50_ms").values()
+    assert fit.fitted_sizes == (30_000, 100_000, 1_000_000)
+    assert fit.scan_bytes_per_s == pytest.approx(10e9)
+    assert fit.intercept_ms == pytest.approx(0.2)
+    # Held out: the line through 30k and 100k predicts 1M exactly.
+    assert fit.holdout_relative_error == pytest.approx(0, abs=1e-9)
+    assert project_latency_ms(fit, 4_000_000) == pytest.approx(0.2 + 4_000_000 * 1536 / rate_bytes_per_ms)
+
+
+def test_no_scan_is_projected_faster_than_memory_can_be_read():
+    # A flat line (e.g. every size served from cache) would project 0.3 ms at 1B rows of 48 bytes; reading
+    # 48 GB at 14 GB/s takes 3.4 s.
+    (fit,) = fit_latency(_scan_rows([10_000, 20_000, 40_000], [0.3, 0.3, 0.3], 48), "p50_ms").values()
+    assert fit.slope_ms == 0
+    assert project_latency_ms(fit, 1_000_000_000) == pytest.approx(1e9 * 48 / 14e9 * 1000)
+    estimate = latency_at(_scan_rows([10_000, 20_000, 40_000], [0.3, 0.3, 0.3], 48), 1_000_000_000)
+    assert estimate.p50_ms == pytest.approx(1e9 * 48 / 14e9 * 1000) and estimate.p95_ms >= estimate.p50_ms
+
+
+def test_ivf_is_fitted_in_the_square_root_of_the_corpus_size():
+    sizes = [10_000, 100_000, 1_000_000]
+    rows = pd.DataFrame({
+        "index_type": "ivf", "precision": "fp32", "width": 128, "corpus_size": sizes,
+        "p50_ms": [0.1 + 0.002 * np.sqrt(size) for size in sizes], "p95_ms": [0.2 + 0.003 * np.sqrt(size) for size in sizes],
+    })
+    (fit,) = fit_latency(rows, "p50_ms").values()
+    assert fit.form == "sqrt" and fit.slope_ms == pytest.approx(0.002) and fit.holdout_relative_error == pytest.approx(0, abs=1e-9)
+    assert project_latency_ms(fit, 4_000_000) == pytest.approx(0.1 + 0.002 * 2000)
