@@ -2,7 +2,8 @@
 
 A configuration is the planner's shape: {"stages": [{width, precision, index_type, shortlist_size}, ...],
 "method": ...}; one stage is a single index, more are a funnel (stage 1 searches, later stages rescore its
-shortlist with wider prefixes of the same stored vector).
+shortlist with wider prefixes of the same stored vector). A planner candidate also carries its shard plan
+(``shards``, ``per_shard_corpus_size``); past one shard, each export says how to split the corpus.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def faiss_export(
 ) -> dict:
     """What to build in FAISS: the stage-1 factory string, which factory takes it, its input, and what
     later stages read. ``full_width`` is needed for a PCA configuration (its index takes full vectors);
-    ``deployment`` gives HNSW M and IVF lists (None: sized from ``corpus_size``)."""
+    ``deployment`` gives HNSW M and IVF lists (None: sized from ``corpus_size``). A configuration the planner
+    split over several shards (its ``shards``) also gets ``sharding``: how to build and search the shards."""
     stages = config["stages"]
     first = stages[0]
     width = int(first["width"])
@@ -105,6 +107,8 @@ def faiss_export(
     }
     if first["precision"] == "binary+rescore":
         export["rescore"] = "rescore the Hamming shortlist with the float query against the unpacked bits"
+    if _shards(config) > 1:
+        export["sharding"] = _faiss_sharding(config, deployment, binary=binary)
     if len(stages) > 1:
         export["rescore_stages"] = [
             {
@@ -116,6 +120,39 @@ def faiss_export(
             for previous, stage in zip(stages, stages[1:])
         ]
     return export
+
+
+def _shards(config: dict) -> int:
+    return int(config.get("shards") or 1)
+
+
+def _faiss_sharding(config: dict, deployment: Deployment, *, binary: bool) -> dict:
+    """How to split a configuration the planner sharded over several FAISS machines."""
+    shards = _shards(config)
+    per_shard = config.get("per_shard_corpus_size")
+    size = f"{int(per_shard):,} vectors" if per_shard else f"1/{shards} of the corpus"
+    stages = config["stages"]
+    build = (
+        f"one index per shard, each built with this factory string over {size} (shard i holds rows "
+        f"i*n .. (i+1)*n-1 with n = ceil(corpus size / {shards})); add them with their global ids "
+        "(faiss.IndexIDMap, or add the shard's first row to the ids each shard returns)"
+    )
+    if stages[0].get("index_type") == "ivf":
+        build += "; train one coarse quantizer on a sample of the whole corpus and give every shard a copy"
+    if len(stages) > 1:
+        build += "; each shard keeps its own vectors' rescoring prefixes and runs the whole funnel on them"
+    order = "smallest Hamming distance first (keep_max=False)" if binary else "highest inner product first (keep_max=True)"
+    return {
+        "shards": shards,
+        "replicas": deployment.replicas,
+        "machines": shards * deployment.replicas,
+        "vectors_per_shard": int(per_shard) if per_shard else None,
+        "build": build,
+        "search": (
+            f"send each query to all {shards} shards at once, ask each for the top k, and merge the {shards} x k "
+            f"results with faiss.merge_knn_results, {order}; faiss.IndexShards does both within one process"
+        ),
+    }
 
 
 def _vector_name(width: int, full_width: int, method: str) -> str:
@@ -161,14 +198,15 @@ def qdrant_export(
     Each stage's width is a named vector ('prefix_64', or 'full' at the full width). A funnel becomes the
     Query API's nested ``prefetch``: the innermost prefetch searches stage 1 ``using`` its prefix vector
     with ``limit`` = its shortlist, each outer level rescores with the next (wider) vector, and the top
-    level returns the last stage's ``shortlist_size`` (k).
+    level returns the last stage's ``shortlist_size`` (k). A plan of several shards sets the collection's
+    ``shard_number``, and replicas set its ``replication_factor``.
 
     Args:
-        config: {"stages": [...]} as the planner gives it.
+        config: {"stages": [...]} as the planner gives it, with its ``shards`` when it has more than one.
         full_width: the model's full embedding width.
         collection_name: the collection to create.
         top_k: results returned when the last stage does not say (its shortlist_size is k).
-        deployment: gives the HNSW links (M) of a stage-1 'hnsw' index.
+        deployment: gives the HNSW links (M) of a stage-1 'hnsw' index, and the replicas.
 
     Returns:
         {"create_collection": {"method": "PUT", "path": ..., "body": ...},
@@ -196,6 +234,17 @@ def qdrant_export(
         notes.append("upload the corpus's PCA components (centre, rotate, keep the first N), not raw prefixes")
     if stages[0].get("precision") == "binary+rescore":
         notes.append("Qdrant rescores binary candidates against the original vectors (kept on disk)")
+    shards, replicas = _shards(config), deployment.replicas
+    placement: dict = {}
+    if shards > 1:
+        placement["shard_number"] = shards
+        notes.append(
+            f"shard_number {shards}: run a distributed Qdrant cluster of {shards * replicas} nodes "
+            f"({shards} shards x {replicas} replicas, one shard a node); Qdrant sends each query to every shard "
+            "and merges their results"
+        )
+    if replicas > 1:
+        placement["replication_factor"] = replicas
 
     def placeholder(name: str) -> str:
         width = vectors[name]["size"]
@@ -215,7 +264,7 @@ def qdrant_export(
         "create_collection": {
             "method": "PUT",
             "path": f"/collections/{collection_name}",
-            "body": {"vectors": vectors},
+            "body": {"vectors": vectors, **placement},
         },
         "query": {"method": "POST", "path": f"/collections/{collection_name}/points/query", "body": query},
         "notes": notes,
@@ -227,7 +276,8 @@ def config_json(config: dict, *, full_width: int | None = None) -> str:
     keep = (
         "label", "kind", "method", "stages", "storage_bytes", "ram_bytes", "disk_bytes", "rescore_location",
         "p50_ms", "p95_ms", "latency_projected", "latency_error", "latency_basis", "ndcg_at_10", "recall_at_10",
-        "retention", "quality_source", "margins",
+        "retention", "quality_source", "margins", "shards", "machines", "per_shard_corpus_size", "ram_bytes_per_shard",
+        "merge_ms",
     )
     payload = {key: config[key] for key in keep if key in config}
     if full_width is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mrl_core.deployment import Deployment
+from mrl_core.deployment import Deployment, Machine
 from mrl_core.widths import METHODS, PRECISIONS
 
 QUALITY_METRICS = ("ndcg_at_10", "recall_at_10", "recall_at_100", "mrr_at_10", "fidelity_at_10", "retention")
@@ -140,7 +140,7 @@ def pareto_chart(candidates: pd.DataFrame, targets: dict[str, float] | None = No
         raise ValueError("no candidate has a measured nDCG@10 to plot; evaluate a labelled dataset first")
     frame["status"] = frame["feasible"].map({True: "meets every target", False: "misses a target"})
     frame["why"] = frame["reasons"].map(lambda reasons: "<br>".join(reasons) if len(reasons) else "meets every target")
-    frame["p95_text"] = frame["p95_ms"].map(lambda value: "not measured" if pd.isna(value) else f"{value:.3g} ms")
+    frame["p95_text"] = [_p95_text(candidate) for candidate in frame.to_dict("records")]
     hover = (
         "%{customdata[0]}<br>storage %{x:.3g} GB<br>nDCG@10 %{y:.4f}<br>p95 %{customdata[1]}"
         "<br>%{customdata[2]}<extra></extra>"
@@ -236,6 +236,22 @@ def _quality_floor(frame: pd.DataFrame, targets: dict) -> float | None:
     return max(floors) if floors else None
 
 
+def _p95_text(candidate: dict) -> str:
+    """A candidate's p95 for a hover: marked projected with its error, and the shards when there are several."""
+    value = candidate["p95_ms"]
+    if value is None or pd.isna(value):
+        return "not measured"
+    text = f"{value:.3g} ms"
+    projected = candidate.get("latency_projected")
+    if projected is not None and not pd.isna(projected) and bool(projected):
+        error = candidate.get("latency_error")
+        text += f" (projected, error {'unknown' if error is None or pd.isna(error) else f'{error:.0%}'})"
+    shards = candidate.get("shards")
+    if shards is not None and not pd.isna(shards) and shards > 1:
+        text += f", {int(shards):,} shards"
+    return text
+
+
 def capacity_projection(
     configs: list[dict],
     latency: pd.DataFrame,
@@ -245,6 +261,7 @@ def capacity_projection(
     deployment: Deployment = Deployment(),
     dataset_fingerprint: str | None = None,
     model: str | None = None,
+    machine: Machine | None = None,
 ):
     """Storage and p95 latency of configurations as the corpus grows: two panels over corpus size (log-log).
 
@@ -261,6 +278,9 @@ def capacity_projection(
             funnel rescores), as given to ``WidthPlanner``.
         dataset_fingerprint, model: keep only funnel rows measured on this dataset and model (the
             planner's ``context_``); None keeps every dataset's and model's.
+        machine: when given, a size that does not fit one machine is split into shards as the planner splits
+            it, and its latency is one shard's plus the merge (``cost.sharded_latency_at``); sizes no plan
+            fits are left out of the latency panel. None: one machine at every size.
 
     Returns:
         A plotly ``Figure``.
@@ -268,7 +288,7 @@ def capacity_projection(
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from mrl_core.cost import estimate_funnel_storage, estimate_storage, latency_at
+    from mrl_core.cost import estimate_funnel_storage, estimate_storage, latency_at, plan_shards, sharded_latency_at
     from mrl_core.planner import latency_rows_for
 
     sizes = sorted(int(size) for size in corpus_sizes)
@@ -276,7 +296,7 @@ def capacity_projection(
     colours = ("#2F6FDE", "#9aa0a6", "#d62728", "#2ca02c")
     for number, config in enumerate(configs):
         colour = colours[number % len(colours)]
-        storage_gb = []
+        storage_gb, estimates = [], []
         for size in sizes:
             if config.get("kind") == "funnel":
                 estimate = estimate_funnel_storage(size, config["stages"], deployment)
@@ -285,6 +305,7 @@ def capacity_projection(
                     size, int(config["width"]), config["precision"], config["index_type"], deployment
                 )
             storage_gb.append(estimate.storage_gb)
+            estimates.append(estimate)
         figure.add_trace(
             go.Scatter(x=sizes, y=storage_gb, mode="lines", name=config["label"], legendgroup=config["label"],
                        line={"color": colour}, hovertemplate="%{x:,} vectors<br>%{y:.3g} GB<extra></extra>"),
@@ -293,7 +314,15 @@ def capacity_projection(
         rows = latency_rows_for(config, latency, funnels, dataset_fingerprint=dataset_fingerprint, model=model)
         if rows.empty:
             continue
-        projected = [(size, latency_at(rows, size)) for size in sizes]
+        if machine is None:
+            projected = [(size, latency_at(rows, size)) for size in sizes]
+        else:
+            projected = []
+            for size, estimate in zip(sizes, estimates):
+                try:
+                    projected.append((size, sharded_latency_at(rows, plan_shards(estimate, size, machine))))
+                except ValueError:
+                    continue
         projected = [(size, estimate) for size, estimate in projected if estimate.p95_ms is not None]
         if projected:
             figure.add_trace(

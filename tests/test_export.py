@@ -184,3 +184,67 @@ def test_pca_exports_take_full_vectors_and_name_the_components():
     qdrant = qdrant_export(config, 384)
     assert list(qdrant["create_collection"]["body"]["vectors"]) == ["pca_128"]
     assert any("PCA components" in note for note in qdrant["notes"])
+
+
+# -- past one machine --------------------------------------------------------------------------------------------
+
+SHARDED = {
+    "stages": [{"width": 384, "precision": "fp32", "index_type": "flat"}],
+    "shards": 35, "machines": 70, "per_shard_corpus_size": 28_571_429,
+}
+
+
+def test_a_sharded_plan_tells_faiss_to_build_one_index_per_shard_and_merge():
+    sharding = faiss_export(SHARDED, deployment=Deployment(replicas=2))["sharding"]
+    assert (sharding["shards"], sharding["replicas"], sharding["machines"]) == (35, 2, 70)
+    assert sharding["vectors_per_shard"] == 28_571_429
+    assert "one index per shard" in sharding["build"] and "28,571,429 vectors" in sharding["build"]
+    assert "faiss.merge_knn_results" in sharding["search"] and "keep_max=True" in sharding["search"]
+    # Bit codes rank by Hamming distance: the merge keeps the smallest.
+    binary = {**SHARDED, "stages": [{"width": 384, "precision": "binary", "index_type": "binary"}]}
+    assert "keep_max=False" in faiss_export(binary)["sharding"]["search"]
+    ivf = {**SHARDED, "stages": [{"width": 384, "precision": "fp32", "index_type": "ivf"}]}
+    assert "one coarse quantizer" in faiss_export(ivf, corpus_size=10**9)["sharding"]["build"]
+    assert "sharding" not in faiss_export({**SHARDED, "shards": 1})
+
+
+def test_following_the_faiss_sharding_export_gives_the_single_index_results():
+    rng = np.random.default_rng(5)
+    corpus = rng.standard_normal((3000, 32)).astype("float32")
+    queries = rng.standard_normal((6, 32)).astype("float32")
+    config = {
+        "stages": [{"width": 32, "precision": "fp32", "index_type": "flat"}], "shards": 3, "per_shard_corpus_size": 1000,
+    }
+    export = faiss_export(config)
+    whole = faiss.index_factory(32, export["factory_string"], faiss.METRIC_INNER_PRODUCT)
+    whole.add(corpus)
+    expected_scores, expected_ids = whole.search(queries, 10)
+    per_shard = export["sharding"]["vectors_per_shard"]
+    shard_scores, shard_ids = [], []
+    for first in range(0, len(corpus), per_shard):
+        shard = faiss.IndexIDMap(faiss.index_factory(32, export["factory_string"], faiss.METRIC_INNER_PRODUCT))
+        shard.add_with_ids(corpus[first:first + per_shard], np.arange(first, first + per_shard, dtype="int64"))
+        scores, ids = shard.search(queries, 10)
+        shard_scores.append(scores)
+        shard_ids.append(ids)
+    merged_scores, merged_ids = faiss.merge_knn_results(np.stack(shard_scores), np.stack(shard_ids), keep_max=True)
+    assert (merged_ids == expected_ids).all()
+    np.testing.assert_allclose(merged_scores, expected_scores, rtol=1e-6)
+
+
+def test_a_sharded_plan_sets_qdrant_shard_number_and_replication_factor():
+    export = qdrant_export(SHARDED, 384, deployment=Deployment(vendor="qdrant", replicas=2))
+    body = export["create_collection"]["body"]
+    assert (body["shard_number"], body["replication_factor"]) == (35, 2)
+    assert any("70 nodes" in note and "35 shards x 2 replicas" in note for note in export["notes"])
+    single = qdrant_export({**SHARDED, "shards": 1}, 384)["create_collection"]["body"]
+    assert "shard_number" not in single and "replication_factor" not in single
+    assert "shard_number" not in qdrant_export({**SHARDED, "shards": 1}, 384, deployment=Deployment(replicas=3))[
+        "create_collection"]["body"]
+
+
+def test_the_json_export_keeps_the_shard_plan():
+    config = {**SHARDED, "label": "prefix 384 fp32/flat", "merge_ms": 0.01, "ram_bytes_per_shard": 4.4e10}
+    kept = json.loads(config_json(config))
+    assert (kept["shards"], kept["machines"], kept["per_shard_corpus_size"]) == (35, 70, 28_571_429)
+    assert kept["merge_ms"] == 0.01 and kept["ram_bytes_per_shard"] == 4.4e10

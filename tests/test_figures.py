@@ -14,7 +14,7 @@ from mrl_core.figures import (
     pareto_chart,
     quality_vs_width,
 )
-from mrl_core.deployment import Deployment
+from mrl_core.deployment import Deployment, Machine
 from mrl_core.planner import WidthPlanner
 from mrl_core.store import ResultStore
 
@@ -163,6 +163,18 @@ def test_pareto_chart_of_a_real_planner_stars_its_recommendation(tmp_path):
     assert list(traces["meets every target"].customdata[:, 0]) == ["prefix 64 int8/flat"]
 
 
+def test_pareto_hover_marks_projected_latency_with_its_error_and_the_shards():
+    frame = CANDIDATES.assign(
+        latency_projected=[False, True, True, False, False], latency_error=[0.0, 0.25, None, None, None],
+        shards=[1, 1, 40, 1, 1],
+    )
+    traces = traces_by_name(pareto_chart(frame, {"max_storage_gb": 0.1, "min_ndcg": 0.55}))
+    assert traces["meets every target"].customdata[0][1] == "3 ms (projected, error 25%)"
+    assert [row[1] for row in traces["misses a target"].customdata] == [
+        "0.5 ms", "4.5 ms (projected, error unknown), 40 shards",
+    ]
+
+
 # -- capacity_projection -------------------------------------------------------------------------------------
 
 INT8_FLAT = {
@@ -212,6 +224,19 @@ def test_capacity_projection_storage_follows_vendor_overhead_and_replicas():
     assert list(fp32_storage.y) == pytest.approx([0.768])
     # Qdrant keeps the fp32 originals beside int8 codes: (64 + 256) B x 1.5 x 2.
     assert list(int8_storage.y) == pytest.approx([0.96])
+
+
+def test_capacity_projection_on_a_machine_splits_large_sizes_into_shards():
+    from mrl_core.cost import merge_cost_ms
+
+    # 64 MB, all usable, holds 1M 64-byte int8 codes: 10M vectors are 10 shards of 1M, a measured size.
+    machine = Machine(ram_bytes=64_000_000, usable_ram_fraction=1.0)
+    sizes = [100_000, 1_000_000, 10_000_000]
+    figure = capacity_projection([INT8_FLAT], LATENCY, pd.DataFrame(), sizes, machine=machine)
+    projected = traces_by_name(figure)["prefix 64 int8/flat (projected)"]
+    assert list(projected.y) == pytest.approx([0.3, 3.0, 3.0 + merge_cost_ms(10)[1]])
+    assert projected.customdata[2].startswith("10 shards of 1,000,000 vectors searched in parallel")
+    assert "network time not included" in projected.customdata[2]
 
 
 # -- funnel_stage_times --------------------------------------------------------------------------------------
