@@ -297,6 +297,8 @@ def run_evaluation(
     grid_s = time.perf_counter() - started
 
     params = {
+        # Where the dataset came from, so a later step (e.g. verifying a plan) can load its rows again.
+        "source": dataset.source,
         "widths": widths,
         "precisions": precisions,
         "methods": methods,
