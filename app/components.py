@@ -6,11 +6,13 @@ import pandas as pd
 import streamlit as st
 
 from app.labels import METRIC_LABELS, available_metrics, trained_model_label
-from app.state import cached_dataset, cached_upload
+from app.progress import progress_bar
+from app.state import cached_dataset, cached_upload, job_lock
 from mrl_core.data import DatasetError, RetrievalDataset
 from mrl_core.funnel import Funnel
 from mrl_core.models import is_adaptor
-from mrl_core.store import ResultStore
+from mrl_core.store import ResultStore, StoreError
+from mrl_core.verify import verification_embeddings, verify_pick
 
 BUILTIN_SOURCES = ("builtin:quick", "builtin")
 """Built-in datasets the pickers offer: the quick one first, because the first screen uses it."""
@@ -111,13 +113,27 @@ CANDIDATE_COLUMNS = {
     "ndcg_at_10": st.column_config.NumberColumn("nDCG@10", format="%.4f"),
     "retention": st.column_config.NumberColumn("% of full", format="percent"),
     "ram_gb": st.column_config.NumberColumn("RAM (GB)", format="%.3g"),
+    "machines": st.column_config.NumberColumn(
+        "Machines", format="%d", help="shards x replicas; empty: fits no machine of this size"
+    ),
     "latency_basis": "Latency basis",
+    "verified_text": "Verified here",
 }
 
 
+def verified_text(verified: dict | None) -> str:
+    """A candidate's verification on this machine in a few words: measured p95 against predicted, and where."""
+    if not verified:
+        return ""
+    ratio = f"p95 x{verified['ratio_p95']:.2f} of predicted" if verified.get("ratio_p95") else "p95 not predicted"
+    return f"{ratio} at {verified['corpus_size']:,} vectors"
+
+
 def candidates_table(candidates: pd.DataFrame, key: str) -> None:
-    """Planner candidates with storage, latency, quality and the targets each misses."""
+    """Planner candidates with storage, latency, quality, the targets each misses and any verification here."""
     frame = candidates.assign(why=candidates["reasons"].map(lambda reasons: "; ".join(reasons) or "meets every target"))
+    verified = frame["verified"] if "verified" in frame.columns else pd.Series(None, index=frame.index, dtype=object)
+    frame = frame.assign(verified_text=verified.map(verified_text))
     st.dataframe(frame[list(CANDIDATE_COLUMNS)], column_config=CANDIDATE_COLUMNS, hide_index=True, key=key, height=300)
 
 
@@ -127,6 +143,27 @@ def _margin_text(margin: dict | None, unit: str, *, upper: bool) -> str | None:
     amount = margin["margin"]
     value = f"{amount:.3g} {unit}".strip() if unit else f"{amount:.4f}"
     return f"{value} {'under' if upper else 'above'} target"
+
+
+def latency_label(candidate: dict) -> str:
+    """'p95 latency', marked as projected with the projection's held-out error when it was not measured."""
+    if not candidate.get("latency_projected"):
+        return "p95 latency"
+    error = candidate.get("latency_error")
+    return f"p95 latency (projected, error {'unknown' if error is None else f'{error:.0%}'})"
+
+
+def shard_text(candidate: dict, replicas: int, machine_ram_gb: float) -> str:
+    """How a candidate that does not fit one machine is split: shards, replicas, machines and the merge."""
+    merge_ms = candidate.get("merge_ms")
+    merge = "" if merge_ms is None else f" + a {merge_ms:.3g} ms merge of every shard's top 10"
+    return (
+        f":material/dns: **Sharded**: {candidate['shards']:,} shards × {replicas} "
+        f"{'replica' if replicas == 1 else 'replicas'} = **{candidate['machines']:,} machines** of "
+        f"{machine_ram_gb:.3g} GB, {candidate['per_shard_corpus_size']:,} vectors and "
+        f"{candidate['ram_bytes_per_shard'] / 1e9:.3g} GB of RAM a shard. p95 = one shard's search{merge}; "
+        "network time between machines is not included."
+    )
 
 
 def recommendation_card(planner) -> None:
@@ -158,7 +195,7 @@ def recommendation_card(planner) -> None:
             help=f"RAM {chosen['ram_gb']:.3g} GB; {chosen['rescore_location'] or 'no'} rescoring vectors",
         )
         columns[2].metric(
-            "p95 latency", "not measured" if chosen["p95_ms"] is None else f"{chosen['p95_ms']:.3g} ms",
+            latency_label(chosen), "not measured" if chosen["p95_ms"] is None else f"{chosen['p95_ms']:.3g} ms",
             _margin_text(margins.get("max_p95_ms"), "ms", upper=True), help=chosen["latency_basis"],
         )
         if margins.get("min_retention") and margins["min_retention"]["margin"] is not None:
@@ -174,6 +211,79 @@ def recommendation_card(planner) -> None:
         if chosen["retention"] is not None:
             details.insert(0, f"Keeps {chosen['retention']:.1%} of full-width nDCG@10.")
         st.caption(" ".join(details))
+        if (chosen.get("shards") or 1) > 1:
+            st.markdown(shard_text(chosen, planner.deployment.replicas, planner.machine_.ram_gb))
+        verified = chosen.get("verified")
+        if verified:
+            st.markdown(
+                f":material/verified: **Verified on this machine**: {verified_text(verified)} "
+                f"(measured {verified['measured_p95_ms']:.3g} ms)."
+            )
+
+
+def verification_panel(store: ResultStore, planner) -> None:
+    """The 'Verify on this machine' button under the recommendation, and its result: predicted next to measured."""
+    chosen = planner.recommendation_
+    context = planner.context_
+    shown_for = (chosen["label"], planner.corpus_size, context["dataset_fingerprint"], context["model"])
+    if st.button(
+        "Verify on this machine", key="planner_verify", icon=":material/speed:",
+        help="Build the recommendation at the planned corpus size (or the largest that fits in memory) from rows "
+        "matched to the evaluated data, time single queries and measure recall against exact search.",
+    ):
+        with job_lock(), st.status("Verifying the recommendation on this machine…", expanded=True) as status:
+            try:
+                embeddings = verification_embeddings(store, context, progress=progress_bar("Encoding the dataset"))
+                verification = verify_pick(
+                    chosen, embeddings, planner.corpus_size, context=context, store=store,
+                    progress=progress_bar("Drawing rows, building and timing"),
+                )
+            except (DatasetError, StoreError, ValueError, OSError) as error:
+                status.update(label="Could not verify the recommendation", state="error")
+                st.error(str(error))
+                return
+            status.update(label="Verified and stored", state="complete", expanded=False)
+        st.session_state["planner_verification"] = (shown_for, verification)
+        # Rerun so the planner reads the stored verification and marks the pick.
+        st.rerun()
+    shown = st.session_state.get("planner_verification")
+    if shown and shown[0] == shown_for:
+        verification_result(shown[1])
+
+
+def verification_result(verification: dict) -> None:
+    """Predicted next to measured (p50, p95, recall), whether the size was capped, and the stand-in check."""
+    if verification["capped_from"]:
+        st.info(f"Capped: {verification['cap_reason']}.", icon=":material/memory:")
+    if verification["sharding"]:
+        st.caption(f"Sharded: {verification['sharding']}.")
+    rows = [
+        ("p50 latency (ms)", verification["predicted_p50_ms"], verification["measured_p50_ms"], verification["ratio_p50"]),
+        ("p95 latency (ms)", verification["predicted_p95_ms"], verification["measured_p95_ms"], verification["ratio_p95"]),
+        ("recall@10", verification["predicted_recall_at_10"], verification["measured_recall_at_10"], None),
+    ]
+    st.dataframe(
+        pd.DataFrame(rows, columns=["measure", "predicted", "measured", "measured / predicted"]),
+        hide_index=True, key="planner_verification_table",
+        column_config={
+            "predicted": st.column_config.NumberColumn(format="%.4g"),
+            "measured": st.column_config.NumberColumn(format="%.4g"),
+            "measured / predicted": st.column_config.NumberColumn(format="%.2f×"),
+        },
+    )
+    setup = verification["setup"]
+    notes = [
+        f"Built at {verification['corpus_size']:,} vectors; predictions at {verification['predicted_at']}.",
+        f"Recall against {verification['recall_reference']}"
+        + (f"; predicted from {verification['predicted_recall_source']}." if verification["predicted_recall_source"] else "."),
+        (
+            f"FAISS {setup['faiss_version']}, {setup['threads']} thread(s), one query per call, "
+            f"{setup['query_count']} queries; load average {setup['load_average_1m'][0]:.2f}."
+        ),
+    ]
+    check = verification["stand_in_check"]
+    notes.append(f"Stand-in check {check['text']}." if check else "Every row was a real row.")
+    st.caption(" ".join(notes))
 
 
 # -- funnels -----------------------------------------------------------------------------------------------------

@@ -7,13 +7,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
 # Choices and defaults come from the modules that own them. These are light (numpy, and FAISS through
 # indexes); pandas, DuckDB, torch and sentence-transformers load inside the command that needs them.
-from mrl_core.deployment import LOCATIONS, VENDORS, Deployment
-from mrl_core.indexes import BENCH_INDEX_TYPES, HNSW_MAX_CORPUS_SIZE
+from mrl_core.deployment import (
+    LOCATIONS,
+    VENDORS,
+    Deployment,
+    Machine,
+    this_machine_cores,
+    this_machine_ram_bytes,
+)
+from mrl_core.indexes import BENCH_INDEX_TYPES
 from mrl_core.paths import default_store_path
 from mrl_core.train import DEFAULT_EVALUATE_WIDTHS, TRAIN_MODES
 from mrl_core.widths import METHODS, PRECISIONS
@@ -31,6 +39,43 @@ def _float_list(text: str) -> list[float]:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _corpus_size(text: str) -> int:
+    """--corpus-size: a whole number of vectors, also written 1e9 or 1_000_000; its range is checked by the planner."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number != int(number):
+        raise argparse.ArgumentTypeError(
+            f"corpus_size={text!r}: expected a whole number of vectors, e.g. 1000000 or 1e9"
+        )
+    return int(number)
+
+
+def _this_machine_text() -> str:
+    """This machine's size for --help, or why it is unknown."""
+    try:
+        return f"this machine's {this_machine_ram_bytes() / 10**9:.3g} GB and {this_machine_cores()} cores"
+    except ValueError:
+        return "this machine's (its RAM could not be read: give --machine-ram-gb)"
+
+
+def _width_limits(text: str) -> dict[int, int | None]:
+    """'384:100000,128' -> {384: 100000, 128: None}: widths, each with the largest corpus size to build at."""
+    limits = {}
+    for item in text.split(","):
+        width, _, limit = item.strip().partition(":")
+        try:
+            limits[int(width)] = int(limit) if limit else None
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected WIDTH or WIDTH:ROWS, e.g. 384:100000,128") from None
+    return limits
 
 
 def _str_list(text: str) -> list[str]:
@@ -103,6 +148,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from mrl_core.planner import WidthPlanner, candidates_records
 
     deployment = Deployment(vendor=args.vendor, replicas=args.replicas, rescore_location=args.rescore_location)
+    machine = Machine.from_gb(args.machine_ram_gb, args.machine_cores)
     planner = WidthPlanner(
         args.corpus_size,
         max_storage_gb=args.max_storage_gb,
@@ -111,11 +157,14 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         min_ndcg=args.min_ndcg,
         min_retention=args.min_retention,
         deployment=deployment,
+        machine=machine,
         **({} if args.objective is None else {"objective": args.objective}),
     ).fit(_store(args), dataset_fingerprint=args.dataset, model=args.model)
+    for note in planner.notes_:
+        print(f"note: {note}", file=sys.stderr)
     summary_columns = [
         "label", "storage_gb", "ram_gb", "p95_ms", "latency_projected", "latency_error", "ndcg_at_10", "retention",
-        "quality_source",
+        "quality_source", "shards", "machines",
     ]
     rejected = planner.candidates_[~planner.candidates_["feasible"]]
     chosen = planner.recommendation_
@@ -124,6 +173,11 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         "corpus_size": args.corpus_size,
         "vendor": deployment.vendor,
         "replicas": deployment.replicas,
+        "machine": {
+            **machine.to_dict(),
+            "source": "this machine" if args.machine_ram_gb is None and args.machine_cores is None else "given",
+        },
+        "notes": planner.notes_,
         "targets": planner.targets(),
         "recommendation": chosen,
         "margins": chosen["margins"] if chosen else None,
@@ -146,7 +200,8 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     if chosen:
         latency = "no latency target" if chosen["p95_ms"] is None else f"p95 {chosen['p95_ms']:.3g} ms"
         if chosen["latency_projected"]:
-            latency += " (projected)"
+            error = chosen["latency_error"]
+            latency += f" (projected, error {'unknown' if error is None else f'{error:.0%}'})"
         # A label-free evaluation (plain corpus) measures fidelity, not nDCG.
         quality = "not measured" if chosen["ndcg_at_10"] is None else f"{chosen['ndcg_at_10']:.4f}"
         lines.append(
@@ -156,6 +211,12 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         for name, margin in chosen["margins"].items():
             room = "unknown" if margin["margin"] is None else f"{margin['margin']:.4g}"
             lines.append(f"  {name} {margin['target']}: margin {room}")
+        if chosen["shards"] > 1:
+            lines.append(
+                f"  sharded: {chosen['shards']:,} shards x {deployment.replicas} replicas = {chosen['machines']:,} "
+                f"machines of {machine.ram_gb:.3g} GB, {chosen['per_shard_corpus_size']:,} vectors a shard; "
+                f"p95 includes a {chosen['merge_ms']:.3g} ms merge (network not included)"
+            )
         lines.append(f"  FAISS: {payload['exports']['faiss']['factory_string']}")
     else:
         lines.append("nothing meets every target; closest:")
@@ -164,8 +225,29 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         for item in planner.closest_["relax"]:
             lines.append(f"  {item['text']}")
     lines.append(f"{len(rejected)} of {len(planner.candidates_)} candidates rejected; {len(planner.frontier_)} on the Pareto frontier")
+    if args.verify:
+        payload["verification"], verification_lines = _verify_recommendation(args, planner)
+        lines += verification_lines
     _emit(args, payload, "\n".join(lines))
     return 0 if chosen else 1
+
+
+def _verify_recommendation(args: argparse.Namespace, planner) -> tuple[dict | None, list[str]]:
+    """Build the recommendation at the planned size on this machine and measure it (``mrl_core.verify``)."""
+    from mrl_core.verify import check_buildable, verification_embeddings, verification_text, verify_pick
+
+    chosen = planner.recommendation_
+    if chosen is None:
+        return None, ["verify: nothing to verify, no configuration meets every target"]
+    # Refuse a pick that cannot be built before loading and encoding anything.
+    check_buildable(chosen, planner.context_["full_width"])
+    store = _store(args)
+    embeddings = verification_embeddings(store, planner.context_, args.data, StderrProgress("encoding"))
+    verification = verify_pick(
+        chosen, embeddings, args.corpus_size, context=planner.context_, store=store,
+        progress=StderrProgress("verifying"),
+    )
+    return verification, verification_text(verification)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -179,7 +261,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         dataset,
         embeddings,
         widths=args.widths or BENCH_WIDTHS,
-        corpus_sizes=args.corpus_sizes or [dataset.corpus_size, 25_000, 100_000],
+        corpus_sizes=args.corpus_sizes,
+        approximate_widths=args.approximate_widths,
         query_count=args.query_count,
         store=_store(args),
         progress=StderrProgress("bench"),
@@ -187,7 +270,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         precisions=args.precisions,
         batch_size=args.batch_size,
         threads=args.threads,
-        hnsw_max_corpus_size=args.hnsw_max_corpus_size,
     )
     lines = [f"run {result.run_id}: {dataset.name}, model {args.model}"]
     for row in result.rows:
@@ -196,6 +278,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             f"p50 {row['p50_ms']:.3f} ms, p95 {row['p95_ms']:.3f} ms, {row['queries_per_s']:,.0f} q/s "
             f"(batch {row['batch_size']}), {row['bytes_per_vector']:.1f} B/vector "
             f"(formula {row['formula_bytes_per_vector']:.1f})"
+            + (f", recall@10 {row['recall_at_10']:.3f}" if row.get("recall_at_10") is not None else "")
         )
     lines += [f"  skipped: {reason}" for reason in result.skipped]
     payload = {
@@ -215,7 +298,7 @@ def _cmd_funnel(args: argparse.Namespace) -> int:
 
     from mrl_core.data import load_dataset
     from mrl_core.encode import embed_dataset, encode_query
-    from mrl_core.funnel import FunnelSearcher, FunnelTuner, live_query, load_tuned_funnel, save_tuning
+    from mrl_core.funnel import FunnelSearcher, FunnelTuner, live_query, load_tuned_funnel, save_tuning, tuned_comparison
 
     dataset = load_dataset(args.data)
     embeddings = embed_dataset(dataset, args.model, StderrProgress("encoding"))
@@ -239,6 +322,8 @@ def _cmd_funnel(args: argparse.Namespace) -> int:
             dataset_fingerprint=dataset.fingerprint,
         )
         funnel = tuner.best_
+    # The tuned pick beside exact search and the fastest standard index (full-width HNSW/IVF) at the target.
+    comparison = tuned_comparison(store, funnel_run_id)
     answer = live_query(searcher, query_vector, funnel, k=args.k)
 
     def hits(ids: list[int], scores: list[float]) -> list[dict]:
@@ -270,6 +355,7 @@ def _cmd_funnel(args: argparse.Namespace) -> int:
         "overlap_at_k": answer["overlap_at_k"],
         "k": args.k,
         "speedup": answer["speedup"],
+        "comparison": comparison,
         "threads": answer["threads"],
         "batch_size": 1,
         "faiss_version": answer["faiss_version"],
@@ -278,6 +364,7 @@ def _cmd_funnel(args: argparse.Namespace) -> int:
         f"funnel {funnel.describe()} ({'tuned now' if found is None else 'stored'}, run {funnel_run_id})",
         f"  funnel {answer['funnel_ms']:.3f} ms (stages {', '.join(f'{ms:.3f}' for ms in answer['stage_ms'])}), "
         f"exact {answer['exact_ms']:.3f} ms, speedup {answer['speedup']:.2f}x, overlap@{args.k} {answer['overlap_at_k']:.2f}",
+        f"  tuning (run {funnel_run_id}): {comparison['verdict']}",
     ]
     for hit in payload["results"]:
         lines.append(f"  {hit['rank']:>2}. {hit['doc_id']} {hit['score']:.4f} {hit['text'] or ''}")
@@ -337,7 +424,14 @@ def build_parser() -> argparse.ArgumentParser:
         "recommend", help="cheapest width/precision/index/funnel meeting the targets (exit 1 when none does)"
     )
     _add_common(recommend, data=False, model=False)
-    recommend.add_argument("--corpus-size", type=int, required=True, help="vectors the deployment will hold")
+    recommend.add_argument("--corpus-size", type=_corpus_size, required=True,
+                           help="vectors the deployment will hold: 1 to 10**12, written 1000000000 or 1e9")
+    recommend.add_argument("--machine-ram-gb", type=float, default=None,
+                           help="RAM of one machine, GB (1e9 bytes); a corpus that does not fit is split into shards, "
+                                f"one a machine (default: {_this_machine_text()})")
+    recommend.add_argument("--machine-cores", type=int, default=None,
+                           help=f"cores of one machine, kept with the plan (default: this machine's "
+                                f"{this_machine_cores()})")
     recommend.add_argument("--max-storage-gb", type=float, default=None, help="RAM + disk over all replicas, GB (1e9 bytes)")
     recommend.add_argument("--max-ram-gb", type=float, default=None, help="RAM over all replicas, GB")
     recommend.add_argument("--max-p95-ms", type=float, default=None, help="p95 single-query latency, ms")
@@ -354,13 +448,20 @@ def build_parser() -> argparse.ArgumentParser:
                            help="where funnels keep the vectors later stages rescore with")
     recommend.add_argument("--dataset", default=None, help="evaluated dataset fingerprint or name (default: newest)")
     recommend.add_argument("--model", default=None, help="evaluated model (default: newest for the dataset)")
+    recommend.add_argument("--verify", action="store_true",
+                           help="build the recommendation at --corpus-size on this machine (or the largest size that "
+                                "fits in memory) from rows matched to the data, and measure latency and recall next "
+                                "to the prediction; stored")
+    recommend.add_argument("--data", default=None,
+                           help="with --verify: the evaluated dataset's source (default: the one its evaluation recorded)")
     recommend.set_defaults(handler=_cmd_recommend)
 
     bench = commands.add_parser("bench", help="single-query latency, throughput and memory per width x precision x index, stored")
     _add_common(bench)
     bench.add_argument("--corpus-sizes", type=_int_list, default=None,
-                       help="sizes to measure at; above the real size the corpus is enlarged with noisy copies "
-                            "(default: the real size, 25000, 100000)")
+                       help="sizes to measure at; above the real size the corpus is enlarged with rows drawn from a "
+                            "mixture fitted to it (default: 10000,30000,100000,1000000; the 1M size takes a few "
+                            "minutes on 2 cores, most of it HNSW and IVF builds)")
     # Default left to run_bench: importing mrl_core.bench (pandas) here would slow every command.
     bench.add_argument("--widths", type=_int_list, default=None, help="default: mrl_core.bench.run_bench's widths")
     bench.add_argument("--index-types", type=_str_list, default=list(BENCH_INDEX_TYPES))
@@ -369,8 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--query-count", type=int, default=100, help="single queries timed per configuration")
     bench.add_argument("--batch-size", type=int, default=64, help="queries per call for throughput")
     bench.add_argument("--threads", type=int, default=1, help="FAISS/BLAS threads (1: a single query's scan uses one)")
-    bench.add_argument("--hnsw-max-corpus-size", type=int, default=HNSW_MAX_CORPUS_SIZE,
-                       help="HNSW is not built above this size")
+    bench.add_argument("--approximate-widths", type=_width_limits, default=None,
+                       help="widths HNSW and IVF are built at, each tuned to recall@10 0.99 against exact search; "
+                            "WIDTH:ROWS builds it up to ROWS rows only (default: 384:100000,128 where measured)")
     bench.set_defaults(handler=_cmd_bench)
 
     funnel = commands.add_parser("funnel", help="one query through the auto-tuned funnel and exact search, side by side")
@@ -403,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = commands.add_parser("runs", help="list the runs in the store")
     _add_common(runs, data=False, model=False)
-    runs.add_argument("--kind", choices=["evaluate", "train", "bench", "funnel"], default=None)
+    runs.add_argument("--kind", choices=["evaluate", "train", "bench", "funnel", "verify"], default=None)
     runs.set_defaults(handler=_cmd_runs)
 
     return parser

@@ -14,10 +14,20 @@ from typing import Literal, get_args
 import numpy as np
 import pandas as pd
 
-from mrl_core.cost import StorageEstimate, estimate_funnel_storage, estimate_storage, latency_at
-from mrl_core.deployment import Deployment
+from mrl_core.cost import (
+    MERGE_TOP_K,
+    ShardPlan,
+    StorageEstimate,
+    check_corpus_size,
+    estimate_funnel_storage,
+    estimate_storage,
+    merge_cost_ms,
+    plan_shards,
+    sharded_latency_at,
+)
+from mrl_core.deployment import Deployment, Machine
 from mrl_core.funnel.stages import Funnel
-from mrl_core.indexes import INDEX_TYPES, index_types_holding
+from mrl_core.indexes import APPROXIMATE_INDEX_TYPES, INDEX_TYPES, index_types_holding
 from mrl_core.pareto import pareto_flags
 from mrl_core.store import ResultStore
 
@@ -33,6 +43,11 @@ TARGETS = {
     "min_retention": ("retention", False, "retention", ""),
 }
 CLOSEST_COUNT = 5
+SHARD_COUNT_COLUMNS = ("shards", "machines", "per_shard_corpus_size")
+NO_BENCH_NOTE = (
+    "the store has no bench rows, so no single-stage candidate has a latency ('no latency measured'): run "
+    "`python -m mrl_core bench --data SRC --model MODEL --store FILE` to measure latency on this machine"
+)
 
 
 def _stages_key(stages) -> str:
@@ -46,6 +61,8 @@ def _stages_key(stages) -> str:
                 "shortlist_size": stage.get("shortlist_size"),
                 # IVF funnels that differ only in lists probed are different funnels.
                 **({"probes": int(stage["probes"])} if stage.get("probes") is not None else {}),
+                # So are HNSW stages that differ only in efSearch (the standard indexes the tuner measures).
+                **({"ef_search": int(stage["ef_search"])} if stage.get("ef_search") is not None else {}),
             }
             for stage in stages
         ],
@@ -54,8 +71,13 @@ def _stages_key(stages) -> str:
 
 
 def funnel_label(stages: list[dict]) -> str:
-    """A funnel candidate's label: 'funnel ' and ``Funnel.describe()``, e.g. 'funnel binary 32 -> 200 | 384 -> 10'."""
-    return "funnel " + Funnel.from_dicts(stages).describe()
+    """A funnel candidate's label: 'funnel ' and ``Funnel.describe()``, e.g. 'funnel binary 32 -> 200 | 384 -> 10';
+    one HNSW or IVF stage alone (a standard index the funnel tuner measured) is named as that index, e.g.
+    'hnsw 384 (efSearch 128)' or 'ivf 384 (probe 16)'."""
+    funnel = Funnel.from_dicts(stages)
+    if len(funnel.stages) == 1 and funnel.stages[0].index_type in ("hnsw", "ivf"):
+        return funnel.index_label()
+    return "funnel " + funnel.describe()
 
 
 def _latest_per(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -151,15 +173,22 @@ class WidthPlanner:
         index_types: index types to consider for single-stage candidates.
         deployment: vendor, replicas, metadata bytes per vector, HNSW M, IVF lists and where funnels keep
             the vectors later stages rescore with (``mrl_core.deployment.Deployment``); storage is costed for it.
+        machine: the size of one machine (``mrl_core.deployment.Machine``); None takes this machine's. A
+            corpus whose RAM does not fit one machine is split into shards (``mrl_core.cost.plan_shards``),
+            each searched on its own machine, and latency is one shard's plus the merge.
 
     Learned attributes:
         candidates_: DataFrame, one row per configuration with data, with storage, latency, quality,
-            ``feasible``, ``misses`` ({target: by how much}) and ``reasons``.
+            ``feasible``, ``misses`` ({target: by how much}) and ``reasons``; ``verified``: the newest
+            verification of it on this machine at this corpus size (``mrl_core.verify``: measured and
+            predicted p50/p95 and recall, their ratios, the size built), or None.
         recommendation_: dict for the chosen candidate with ``margins`` on each target, or None.
         frontier_: DataFrame of Pareto-optimal candidates over storage, p95 latency and nDCG@10.
         closest_: when nothing is feasible, {"candidates": DataFrame, "relax": [...]}: the nearest
             candidates and, per target, how far relaxing it alone would make something feasible.
-        context_: dataset, model and runs the candidates were built from.
+        context_: dataset, model and runs the candidates were built from, and the machine planned for.
+        machine_: the ``Machine`` the candidates were sharded for.
+        notes_: messages about what the store lacks (no bench rows: no single-stage latency), for the user.
 
     Example:
         >>> import tempfile
@@ -185,6 +214,7 @@ class WidthPlanner:
         objective: Objective = "cheapest",
         index_types: tuple[str, ...] = INDEX_TYPES,
         deployment: Deployment = Deployment(),
+        machine: Machine | None = None,
     ):
         self.corpus_size = corpus_size
         self.max_storage_gb = max_storage_gb
@@ -195,6 +225,7 @@ class WidthPlanner:
         self.objective = objective
         self.index_types = index_types
         self.deployment = deployment
+        self.machine = machine
 
     # -- public --------------------------------------------------------------------------------
     def targets(self) -> dict[str, float]:
@@ -217,6 +248,7 @@ class WidthPlanner:
             ValueError: a parameter is out of range, or the store has no evaluation for the selection.
         """
         self._validate()
+        self.machine_ = self.machine if self.machine is not None else Machine.this()
         results = _finished(store.results())
         results, self.context_ = self._select_quality_rows(results, dataset_fingerprint, model)
         # Bench rows' p50/p95 are single-query latencies (their batch_size is the throughput run's).
@@ -231,6 +263,8 @@ class WidthPlanner:
         self.context_["funnel_runs"] = sorted(int(r) for r in funnels["run_id"].unique())
         self.context_["latency_threads"] = sorted({int(t) for t in latency["threads"].dropna()})
         self.context_["faiss_versions"] = sorted({str(v) for v in latency["faiss_version"].dropna()})
+        self.context_["machine"] = self.machine_.to_dict()
+        self.notes_ = [] if not latency.empty else [NO_BENCH_NOTE]
 
         rows = self._single_stage_candidates(results, latency) + self._funnel_candidates(funnels, latency, results)
         if not rows:
@@ -238,7 +272,14 @@ class WidthPlanner:
                 f"index_types={list(self.index_types)} hold none of the evaluated precisions "
                 f"{sorted(results['precision'].unique())} and no funnel was measured: nothing to plan with"
             )
+        if all(row["shard_error"] for row in rows):
+            # Not one configuration fits this machine: a wrong machine size, not a plan to explain.
+            raise ValueError(min(rows, key=lambda row: row["ram_bytes"])["shard_error"])
         candidates = pd.DataFrame(rows)
+        for column in SHARD_COUNT_COLUMNS:
+            # Whole numbers stay whole beside candidates that fit no machine (None), which pandas would make floats.
+            candidates[column] = pd.Series([row[column] for row in rows], dtype=object, index=candidates.index)
+        candidates["verified"] = self._verified(store, candidates)
         self._judge(candidates)
         candidates["on_frontier"] = pareto_mask(candidates)
         self.candidates_ = candidates.sort_values(["feasible", "storage_bytes", "label"], ascending=[False, True, True])
@@ -257,8 +298,12 @@ class WidthPlanner:
 
     # -- inputs --------------------------------------------------------------------------------
     def _validate(self) -> None:
-        if not isinstance(self.corpus_size, (int, np.integer)) or self.corpus_size < 1:
-            raise ValueError(f"corpus_size={self.corpus_size!r}: expected a positive whole number of vectors")
+        check_corpus_size(self.corpus_size)
+        # A Machine checks its own fields when it is made.
+        if self.machine is not None and not isinstance(self.machine, Machine):
+            raise ValueError(
+                f"machine={self.machine!r}: expected a mrl_core.deployment.Machine, or None for this machine"
+            )
         for name in TARGETS:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
@@ -314,9 +359,24 @@ class WidthPlanner:
             return None
         return float(reference.sort_values("width").iloc[-1]["ndcg_at_10"])
 
-    def _latency_fields(self, rows: pd.DataFrame) -> dict:
-        estimate = latency_at(rows, self.corpus_size)
+    def _shard_plan(self, storage: StorageEstimate) -> ShardPlan | str:
+        """How this configuration splits over ``machine_``, or why it cannot."""
+        try:
+            return plan_shards(storage, self.corpus_size, self.machine_)
+        except ValueError as error:
+            return str(error)
+
+    def _latency_fields(self, rows: pd.DataFrame, plan: ShardPlan | str) -> dict:
+        if isinstance(plan, str):
+            measured_sizes = sorted(int(size) for size in set(rows.get("corpus_size", [])))
+            return {
+                "p50_ms": None, "p95_ms": None, "latency_projected": False, "latency_error": None,
+                "latency_basis": f"not costed: {plan}", "latency_sizes": measured_sizes, "merge_ms": None,
+            }
+        estimate = sharded_latency_at(rows, plan)
         return {
+            # The merge's own p95, included in p95_ms (0 on one machine).
+            "merge_ms": merge_cost_ms(plan.shards, MERGE_TOP_K)[1] if estimate.p95_ms is not None else None,
             "p50_ms": estimate.p50_ms,
             "p95_ms": estimate.p95_ms,
             "latency_projected": estimate.projected,
@@ -325,8 +385,32 @@ class WidthPlanner:
             "latency_sizes": list(estimate.measured_sizes),
         }
 
-    def _storage_fields(self, estimate: StorageEstimate) -> dict:
+    def _index_recall_fields(self, index_type: str, rows: pd.DataFrame) -> dict:
+        """For HNSW/IVF: recall@10 against exact search and the efSearch/nprobe the bench measured it at, from
+        the measured size nearest the planned corpus (recall falls as a corpus grows at a fixed parameter)."""
+        if index_type not in APPROXIMATE_INDEX_TYPES:
+            return {}
+        known = rows.dropna(subset=["recall_at_10"]) if "recall_at_10" in rows.columns else rows.iloc[0:0]
+        if known.empty:
+            return {"index_recall_at_10": None, "search_params": None, "index_recall_size": None}
+        distance = (np.log(known["corpus_size"].astype(float)) - math.log(self.corpus_size)).abs()
+        nearest = known.iloc[int(np.argmin(distance.to_numpy()))]
+        details = nearest["details"] if isinstance(nearest.get("details"), dict) else {}
+        params = {name: int(details[name]) for name in ("hnsw_ef_search", "ivf_nprobe", "ivf_lists") if details.get(name)}
         return {
+            "index_recall_at_10": float(nearest["recall_at_10"]),
+            "search_params": params or None,
+            "index_recall_size": int(nearest["corpus_size"]),
+        }
+
+    def _storage_fields(self, estimate: StorageEstimate, plan: ShardPlan | str) -> dict:
+        fits = not isinstance(plan, str)
+        return {
+            "shards": plan.shards if fits else None,
+            "machines": plan.machines if fits else None,
+            "per_shard_corpus_size": plan.per_shard_corpus_size if fits else None,
+            "ram_bytes_per_shard": plan.ram_bytes_per_shard if fits else None,
+            "shard_error": None if fits else plan,
             "storage_bytes": estimate.storage_bytes,
             "ram_bytes": estimate.ram_bytes,
             "disk_bytes": estimate.disk_bytes,
@@ -345,14 +429,17 @@ class WidthPlanner:
             for index_type in index_types_holding(row.precision, self.index_types):
                 config = {"kind": "single", "index_type": index_type, "width": int(row.width), "precision": row.precision}
                 key = (index_type, int(row.width), row.precision)
-                if key not in measured:
-                    measured[key] = self._latency_fields(latency_rows_for(config, latency, no_funnels))
                 storage = estimate_storage(self.corpus_size, int(row.width), row.precision, index_type, self.deployment)
+                # Methods share storage too, so one shard plan per key.
+                plan = self._shard_plan(storage)
+                if key not in measured:
+                    rows = latency_rows_for(config, latency, no_funnels)
+                    measured[key] = {**self._latency_fields(rows, plan), **self._index_recall_fields(index_type, rows)}
                 ndcg = None if pd.isna(row.ndcg_at_10) else float(row.ndcg_at_10)
                 retention = None if pd.isna(row.retention) else float(row.retention)
                 if retention is None and ndcg is not None and reference:
                     retention = ndcg / reference
-                approximate = index_type in ("hnsw", "ivf")
+                approximate = index_type in APPROXIMATE_INDEX_TYPES
                 candidates.append({
                     "label": f"{row.method} {int(row.width)} {row.precision}/{index_type}",
                     "kind": "single",
@@ -361,15 +448,13 @@ class WidthPlanner:
                     "precision": row.precision,
                     "index_type": index_type,
                     "stages": [{"width": int(row.width), "precision": row.precision, "index_type": index_type}],
-                    **self._storage_fields(storage),
+                    **self._storage_fields(storage, plan),
                     **measured[key],
                     "ndcg_at_10": ndcg,
                     "recall_at_10": None if pd.isna(row.recall_at_10) else float(row.recall_at_10),
                     "retention": retention,
                     # Evaluation searches exactly; an approximate index can only lose some of that quality.
-                    "quality_source": (
-                        f"measured with exact search; {index_type} recall not measured" if approximate else "measured"
-                    ),
+                    "quality_source": _approximate_quality_source(index_type, measured[key]) if approximate else "measured",
                 })
         return candidates
 
@@ -382,6 +467,7 @@ class WidthPlanner:
             stages = json.loads(key)
             group = latency_rows_for({"kind": "funnel", "stages": stages}, latency, funnels)
             storage = estimate_funnel_storage(self.corpus_size, stages, self.deployment)
+            plan = self._shard_plan(storage)
             # Quality from the measured size nearest the target: recall of a shortlist falls as the corpus grows.
             nearest = group.iloc[(np.log(group["corpus_size"].astype(float)) - math.log(self.corpus_size)).abs().argsort()]
             measured = nearest.dropna(subset=["ndcg_at_10"])
@@ -404,8 +490,8 @@ class WidthPlanner:
                 "precision": first["precision"],
                 "index_type": first["index_type"],
                 "stages": stages,
-                **self._storage_fields(storage),
-                **self._latency_fields(group),
+                **self._storage_fields(storage, plan),
+                **self._latency_fields(group, plan),
                 "ndcg_at_10": ndcg,
                 "recall_at_10": recall,
                 "retention": ndcg / reference if ndcg is not None and reference else None,
@@ -413,15 +499,46 @@ class WidthPlanner:
             })
         return candidates
 
+    def _verified(self, store: ResultStore, candidates: pd.DataFrame) -> list[dict | None]:
+        """Per candidate, its newest verification on this machine (``mrl_core.verify``) at the planned corpus
+        size, for this dataset and model: measured against predicted latency and recall, or None."""
+        rows = _finished(store.rows("verifications"))
+        if not rows.empty:
+            rows = rows[
+                (rows["dataset_fingerprint"] == self.context_["dataset_fingerprint"])
+                & (rows["model"] == self.context_["model"]) & (rows["planned_corpus_size"] == self.corpus_size)
+            ]
+        found = {}
+        for row in _plain(rows.sort_values("run_id").to_dict("records")):
+            found[(row["label"], _stages_key(row["stages"]))] = {
+                "run_id": int(row["run_id"]),
+                "corpus_size": int(row["corpus_size"]),
+                "capped_from": (row["details"] or {}).get("capped_from"),
+                **{key: row[key] for key in (
+                    "predicted_p50_ms", "measured_p50_ms", "predicted_p95_ms", "measured_p95_ms",
+                    "predicted_recall_at_10", "measured_recall_at_10",
+                )},
+                "ratio_p50": row["measured_p50_ms"] / row["predicted_p50_ms"] if row["predicted_p50_ms"] else None,
+                "ratio_p95": row["measured_p95_ms"] / row["predicted_p95_ms"] if row["predicted_p95_ms"] else None,
+            }
+        return [found.get((candidate["label"], _stages_key(candidate["stages"]))) for candidate in candidates.to_dict("records")]
+
     # -- judgement -----------------------------------------------------------------------------
     def _judge(self, candidates: pd.DataFrame) -> None:
         targets = self.targets()
         misses_column, reasons_column = [], []
         for candidate in candidates.to_dict("records"):
             misses, reasons = {}, []
+            unfit = isinstance(candidate.get("shard_error"), str)
+            if unfit:
+                # Fits no machine of this size: that is the reason, and its latency was never costed.
+                misses["machine_ram_gb"] = None
+                reasons.append(f"does not fit the machine: {candidate['shard_error']}")
             for name, limit in targets.items():
                 column, upper, title, unit = TARGETS[name]
                 value = candidate[column]
+                if column == "p95_ms" and unfit:
+                    continue
                 if value is None or (isinstance(value, float) and math.isnan(value)):
                     misses[name] = None
                     reasons.append("no latency measured" if column == "p95_ms" else f"no {title} measured")
@@ -519,6 +636,17 @@ def pareto_mask(candidates: pd.DataFrame) -> list[bool]:
         higher_is_better=[quality],
     )
     return [flag and known for flag, known in zip(flags, quality.notna())]
+
+
+def _approximate_quality_source(index_type: str, fields: dict) -> str:
+    recall = fields.get("index_recall_at_10")
+    if recall is None:
+        return f"measured with exact search; {index_type} recall not measured"
+    params = ", ".join(f"{name} {value}" for name, value in (fields.get("search_params") or {}).items())
+    return (
+        f"measured with exact search; {index_type} recall@10 {recall:.3f} against exact search "
+        f"({params}) measured at {fields['index_recall_size']:,} vectors"
+    )
 
 
 def _fmt(value: float, unit: str) -> str:

@@ -74,8 +74,11 @@ CREATE TABLE IF NOT EXISTS latency (
     queries_per_s DOUBLE,
     bytes_per_vector DOUBLE,
     formula_bytes_per_vector DOUBLE,
-    details JSON
+    details JSON,
+    recall_at_10 DOUBLE
 );
+-- Stores made before approximate indexes were measured with their recall.
+ALTER TABLE latency ADD COLUMN IF NOT EXISTS recall_at_10 DOUBLE;
 CREATE TABLE IF NOT EXISTS funnels (
     run_id BIGINT NOT NULL,
     corpus_size BIGINT NOT NULL,
@@ -90,6 +93,21 @@ CREATE TABLE IF NOT EXISTS funnels (
     chosen BOOLEAN,
     details JSON
 );
+CREATE TABLE IF NOT EXISTS verifications (
+    run_id BIGINT NOT NULL,
+    planned_corpus_size BIGINT NOT NULL,
+    corpus_size BIGINT NOT NULL,
+    label VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    stages JSON NOT NULL,
+    predicted_p50_ms DOUBLE,
+    measured_p50_ms DOUBLE,
+    predicted_p95_ms DOUBLE,
+    measured_p95_ms DOUBLE,
+    predicted_recall_at_10 DOUBLE,
+    measured_recall_at_10 DOUBLE,
+    details JSON
+);
 """
 
 TABLE_COLUMNS = {
@@ -99,11 +117,15 @@ TABLE_COLUMNS = {
     ],
     "latency": [
         "index_type", "width", "precision", "corpus_size", "batch_size", "threads", "faiss_version", "p50_ms",
-        "p95_ms", "queries_per_s", "bytes_per_vector", "formula_bytes_per_vector", "details",
+        "p95_ms", "queries_per_s", "bytes_per_vector", "formula_bytes_per_vector", "details", "recall_at_10",
     ],
     "funnels": [
         "corpus_size", "stages", "recall_at_10", "ndcg_at_10", "p50_ms", "p95_ms", "exact_p50_ms", "speedup",
         "on_frontier", "chosen", "details",
+    ],
+    "verifications": [
+        "planned_corpus_size", "corpus_size", "label", "kind", "stages", "predicted_p50_ms", "measured_p50_ms",
+        "predicted_p95_ms", "measured_p95_ms", "predicted_recall_at_10", "measured_recall_at_10", "details",
     ],
 }
 JSON_COLUMNS = {"params", "versions", "summary", "details", "stages"}
@@ -226,7 +248,7 @@ class ResultStore:
         return int(row[0])
 
     def add_rows(self, table: str, run_id: int, rows: list[dict]) -> None:
-        """Append measured rows to ``results``, ``latency`` or ``funnels`` in one transaction."""
+        """Append measured rows to ``results``, ``latency``, ``funnels`` or ``verifications`` in one transaction."""
         if table not in TABLE_COLUMNS:
             raise ValueError(f"table={table!r}: expected one of {sorted(TABLE_COLUMNS)}")
         columns = TABLE_COLUMNS[table]
@@ -298,7 +320,7 @@ class ResultStore:
         return runs.iloc[0].to_dict()
 
     def rows(self, table: str, run_ids: int | list[int] | None = None) -> pd.DataFrame:
-        """Rows of ``results``, ``latency`` or ``funnels``, joined with their run's model and dataset."""
+        """Rows of ``results``, ``latency``, ``funnels`` or ``verifications``, joined with their run's model and dataset."""
         return self._rows(table, run_ids)
 
     def _rows(

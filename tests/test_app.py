@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import synthetic_embeddings_zip
+from mrl_core.deployment import Machine, this_machine_cores
 from mrl_core.planner import WidthPlanner
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
@@ -178,7 +179,7 @@ def test_first_start_measures_the_builtin_data(isolated_store):
     assert len(isolated_store.results(int(evaluation["run_id"]))) == 7 * 5 * 2  # widths x precisions x methods
     bench = isolated_store.latest_run("bench")
     bench_sizes = sorted(isolated_store.rows("latency", int(bench["run_id"]))["corpus_size"].unique())
-    assert bench_sizes == [10_000, 30_000, 100_000]
+    assert bench_sizes == [10_000, 30_000, 100_000, 1_000_000]
     assert app.title[0].value == "Plan capacity"
 
     # A later start reads the store and measures nothing again.
@@ -320,7 +321,7 @@ def test_funnel_stage_times_stacks_the_stages_beside_exact_search():
     assert funnel_stage_times(result).data[0].name == "stage 1: flat int8 64 → keep 100"
 
 
-def test_evaluate_benchmarks_widths_the_store_has_no_latency_for(seeded_store):
+def test_evaluate_benchmarks_widths_the_store_has_no_latency_for(seeded_store, monkeypatch):
     app = start("views/evaluate.py", evaluate_source="upload")
     # 128-d vectors: the seeded benchmark covers widths up to 64 only.
     app.file_uploader(key="evaluate_upload").set_value(
@@ -336,18 +337,24 @@ def test_evaluate_benchmarks_widths_the_store_has_no_latency_for(seeded_store):
         "No search latency measured yet at widths 128; the Planner cannot judge them against a latency target "
         "until they are benchmarked on this machine."
     ]
+    # The first start's sizes go up to 1M (minutes); two small ones keep this test quick.
+    from mrl_core import bench as bench_module
+
+    monkeypatch.setattr(bench_module, "DATASET_BENCH_CORPUS_SIZES", (3_000, 10_000))
     app.button(key="evaluate_bench").click()
     rerun(app)
     assert not app.warning
     bench = seeded_store.latest_run("bench")
     latency = seeded_store.rows("latency", int(bench["run_id"]))
-    assert set(latency["width"]) == {128} and set(latency["corpus_size"]) == {10_000, 30_000, 100_000}
+    assert set(latency["width"]) == {128} and set(latency["corpus_size"]) == {3_000, 10_000}
     # Recorded against the evaluated dataset and model, with the first start's settings (mrl_core.bench.bench_dataset).
     evaluation = seeded_store.latest_run("evaluate")
     assert (bench["dataset"], bench["model"]) == ("wide", "precomputed")
     assert bench["dataset_fingerprint"] == evaluation["dataset_fingerprint"]
     assert bench["params"]["query_count"] == 50
-    assert set(latency[latency["index_type"] == "hnsw"]["corpus_size"]) == {10_000, 30_000}
+    # HNSW and IVF at every size, each with its recall against exact search at the floor it was tuned to.
+    approximate = latency[latency["index_type"].isin(["hnsw", "ivf"])]
+    assert len(approximate) == 4 and (approximate["recall_at_10"] >= 0.99).all()
 
 
 def test_first_start_measures_only_what_the_store_lacks(seeded_store, synthetic_dataset, monkeypatch):
@@ -362,6 +369,9 @@ def test_first_start_measures_only_what_the_store_lacks(seeded_store, synthetic_
         first_start, "embed_dataset", lambda dataset, model, progress: embed_dataset(dataset, "precomputed")
     )
     monkeypatch.setattr(first_start, "FIRST_START_WIDTHS", (64, 16))
+    from mrl_core import bench as bench_module
+
+    monkeypatch.setattr(bench_module, "DATASET_BENCH_CORPUS_SIZES", (2_000, 6_000))
     started, done, reports = [], [], []
 
     def step_progress(step):
@@ -372,8 +382,8 @@ def test_first_start_measures_only_what_the_store_lacks(seeded_store, synthetic_
         seeded_store, synthetic_dataset, step_progress=step_progress, step_done=done.append
     )
     assert (started, done, result.evaluation_run_id) == (["embed", "bench"], ["bench"], None)
-    # 2 widths x 3 sizes x 6 index/precision pairs, less HNSW at 100,000.
-    assert reports[-1] == (36, 36) and len(result.bench.rows) == 34
+    # 2 widths x 2 sizes x 7 index/precision pairs (flat 3, binary 2, HNSW, IVF).
+    assert reports[-1] == (28, 28) and len(result.bench.rows) == 28
     bench = seeded_store.get_run(result.bench.run_id)
     assert (bench["dataset"], bench["dataset_fingerprint"]) == ("synthetic", synthetic_dataset.fingerprint)
     assert first_start.missing_measurements(seeded_store) == []
@@ -403,3 +413,69 @@ def test_page_scripts_have_no_stray_bare_strings(script):
                 if bare_string and not is_docstring:
                     stray.append(statement.lineno)
     assert not stray, f"{script.name}: bare strings at lines {stray}"
+
+
+# -- verifying the recommendation on this machine -----------------------------------------------------------------
+
+
+def test_verify_on_this_machine_shows_predicted_next_to_measured_and_marks_the_pick(isolated_store, tmp_path):
+    import numpy as np
+
+    from conftest import matryoshka_like_vectors
+    from mrl_core.bench import run_bench
+    from mrl_core.data import load_dataset
+    from mrl_core.evaluate import run_evaluation
+
+    # A dataset on disk, so the verification can reload the rows its evaluation recorded.
+    corpus, queries = matryoshka_like_vectors(queries=40)
+    folder = tmp_path / "vectors"
+    folder.mkdir()
+    np.save(folder / "corpus.npy", corpus)
+    np.save(folder / "queries.npy", queries)
+    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{row}\t{row}\t1\n" for row in range(40)))
+    dataset = load_dataset(folder)
+    run_evaluation(dataset, "precomputed", widths=[64, 32], precisions=["fp32", "binary"], methods=["prefix"], store=isolated_store)
+    run_bench(
+        corpus, widths=[64, 32], corpus_sizes=[2000, 4000], index_types=["flat", "binary"], precisions=["fp32", "binary"],
+        query_embeddings=queries, query_count=20, store=isolated_store,
+        run_fields={"model": "precomputed", "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint},
+    )
+    app = set_targets(start(), storage_gb=1.0, retention_pct=50.0, corpus_size=10_000)
+    app.button(key="planner_verify").click()
+    app = rerun(app)
+
+    (stored,) = isolated_store.rows("verifications").to_dict("records")
+    assert stored["corpus_size"] == 10_000 and stored["planned_corpus_size"] == 10_000
+    table = next(frame.value for frame in app.dataframe if "measured / predicted" in frame.value.columns)
+    assert list(table["measure"]) == ["p50 latency (ms)", "p95 latency (ms)", "recall@10"]
+    assert table["measured"].iloc[1] == pytest.approx(stored["measured_p95_ms"])
+    assert table["predicted"].iloc[1] == pytest.approx(stored["predicted_p95_ms"])
+    captions = " ".join(caption.value for caption in app.caption)
+    assert "Stand-in check at 2,000 rows" in captions and "Built at 10,000 vectors" in captions
+    # After the rerun the planner reads the stored verification and marks the pick.
+    assert any("Verified on this machine" in block.value for block in app.markdown)
+
+
+def test_verify_on_data_that_cannot_be_reloaded_says_why_without_a_traceback(seeded_store):
+    app = set_targets(start(), storage_gb=1.0, retention_pct=50.0, corpus_size=10_000)
+    app.button(key="planner_verify").click()
+    app = rerun(app)
+    assert any("cannot reload the evaluated dataset 'synthetic'" in error.value for error in app.error)
+    assert seeded_store.rows("verifications").empty
+
+
+def test_a_corpus_past_the_machine_is_sharded_and_its_latency_marked_projected(seeded_store):
+    app = start()
+    app.number_input(key="planner_machine_ram_gb").set_value(1.0)
+    app = set_targets(app, storage_gb=100_000.0, retention_pct=50.0, corpus_size=10_000_000_000)
+    planner = WidthPlanner(
+        10_000_000_000, max_storage_gb=100_000.0, max_p95_ms=SLACK_P95_MS, min_retention=0.5,
+        machine=Machine.from_gb(1.0, this_machine_cores()),
+    ).fit(seeded_store)
+    chosen = planner.recommendation_
+    assert chosen is not None and chosen["shards"] > 1
+    sharded = [block.value for block in app.markdown if block.value.startswith(":material/dns: **Sharded**")]
+    assert len(sharded) == 1 and f"**{chosen['machines']:,} machines** of 1 GB" in sharded[0]
+    # The bench measured 2,000 to 8,000 vectors: a shard of millions is a projection, and the card says so.
+    assert chosen["latency_projected"]
+    assert any(metric.label.startswith("p95 latency (projected, error") for metric in app.metric)

@@ -324,3 +324,195 @@ def test_recommend_after_a_label_free_evaluation_reports_nDCG_as_not_measured(tm
     assert "recommend: prefix 64 fp32/flat" in out and "nDCG@10 not measured" in out
     code, out, _ = run_cli(capsys, "recommend", "--store", store.path, "--corpus-size", "1000", "--max-p95-ms", "1", "--json")
     assert code == 0 and one_json_object(out)["recommendation"]["ndcg_at_10"] is None
+
+
+# -- recommend --verify ----------------------------------------------------------------------------------------
+
+VERIFY_LATENCY_MS = {  # (index_type, width, precision) -> (p50, p95) at 2,000 rows; twice that at 4,000
+    ("flat", 64, "fp32"): (0.05, 0.07),
+    ("binary", 32, "binary"): (0.01, 0.02),
+}
+VERIFY_QUALITY = {(64, "fp32"): (0.9, 1.0), (32, "binary"): (0.5, 0.3)}  # -> (nDCG@10, fidelity@10)
+
+
+def verify_store(tmp_path, *, params: dict | None = None, latency=VERIFY_LATENCY_MS, quality=VERIFY_QUALITY):
+    """A folder of the conftest vectors (2,000 x 64, 40 queries), an evaluation of it and latency by hand."""
+    from conftest import matryoshka_like_vectors
+    from mrl_core.data import load_dataset
+
+    corpus, queries = matryoshka_like_vectors(queries=40)
+    folder = tmp_path / "vectors"
+    folder.mkdir()
+    np.save(folder / "corpus.npy", corpus)
+    np.save(folder / "queries.npy", queries)
+    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{row}\t{row}\t1\n" for row in range(40)))
+    dataset = load_dataset(folder)
+    store = ResultStore(tmp_path / "results.duckdb")
+    fields = {"model": "precomputed", "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint}
+    with store.run("evaluate", params=params if params is not None else {"source": str(folder)}, **fields) as run_id:
+        store.add_rows("results", run_id, [
+            {"method": "prefix", "width": width, "precision": precision, "ndcg_at_10": ndcg, "fidelity_at_10": fidelity}
+            for (width, precision), (ndcg, fidelity) in quality.items()
+        ])
+    with store.run("bench", **fields) as run_id:
+        store.add_rows("latency", run_id, [
+            {
+                "index_type": index_type, "width": width, "precision": precision, "corpus_size": size,
+                "batch_size": 64, "threads": 1, "faiss_version": "1.15.1",
+                "p50_ms": p50_ms * size / 2000, "p95_ms": p95_ms * size / 2000,
+            }
+            for (index_type, width, precision), (p50_ms, p95_ms) in latency.items()
+            for size in (2000, 4000)
+        ])
+    return store, folder
+
+
+def test_recommend_verify_builds_the_pick_and_reports_predicted_next_to_measured(tmp_path, capsys):
+    store, _ = verify_store(tmp_path)
+    targets = ["--corpus-size", "4000", "--min-ndcg", "0.8", "--max-p95-ms", "50"]
+    code, out, err = run_cli(capsys, "recommend", "--store", store.path, *targets, "--verify", "--json")
+    assert code == 0, err
+    payload = one_json_object(out)
+    assert payload["recommendation"]["label"] == "prefix 64 fp32/flat"
+    verification = payload["verification"]
+    # The data came from the folder the evaluation recorded; 4,000 rows = 2,000 real + 2,000 drawn.
+    assert verification["corpus_size"] == 4000 and verification["capped_from"] is None
+    assert (verification["rows"]["real_rows"], verification["rows"]["synthetic_rows"]) == (2000, 2000)
+    # Measured at 4,000 in the bench rows, so predicted as written: 2 x (0.05, 0.07).
+    assert verification["predicted_p50_ms"] == pytest.approx(0.10)
+    assert verification["predicted_p95_ms"] == pytest.approx(0.14)
+    assert 0 < verification["measured_p50_ms"] <= verification["measured_p95_ms"]
+    assert verification["ratio_p95"] == pytest.approx(verification["measured_p95_ms"] / 0.14)
+    assert verification["predicted_recall_at_10"] == 1.0 and verification["measured_recall_at_10"] == 1.0
+    assert verification["stand_in_check"]["corpus_size"] == 2000
+    assert "verifying: 4/4" in err
+    (row,) = store.rows("verifications").to_dict("records")
+    assert row["run_id"] == verification["run_id"] and row["label"] == "prefix 64 fp32/flat"
+
+    # The next recommendation at the same size carries the verification; the text output shows both.
+    code, out, _ = run_cli(capsys, "recommend", "--store", store.path, *targets, "--verify")
+    assert code == 0
+    assert "verified prefix 64 fp32/flat at 4,000 vectors on this machine" in out
+    assert "predicted (x" in out and "stand-in check at 2,000 rows" in out
+    code, out, _ = run_cli(capsys, "recommend", "--store", store.path, *targets, "--json")
+    verified = one_json_object(out)["recommendation"]["verified"]
+    newest = store.rows("verifications").iloc[-1]
+    assert verified["run_id"] == newest["run_id"] > verification["run_id"] and verified["corpus_size"] == 4000
+    assert verified["measured_p95_ms"] == pytest.approx(newest["measured_p95_ms"])
+
+
+def test_recommend_verify_without_a_recorded_source_asks_for_data(tmp_path, capsys):
+    store, folder = verify_store(tmp_path, params={})
+    targets = ["--corpus-size", "4000", "--min-ndcg", "0.8", "--max-p95-ms", "50", "--verify", "--json"]
+    code, out, err = run_cli(capsys, "recommend", "--store", store.path, *targets)
+    assert code == 2 and out == ""
+    assert "error: data=None: the store does not record where dataset 'vectors'" in err and "--data SRC" in err
+    assert "Traceback" not in err
+    code, out, _ = run_cli(capsys, "recommend", "--store", store.path, *targets, "--data", folder)
+    assert code == 0 and one_json_object(out)["verification"]["corpus_size"] == 4000
+
+
+def test_recommend_verify_refuses_data_that_is_not_the_evaluated_dataset(tmp_path, capsys, embeddings_folder):
+    store, _ = verify_store(tmp_path)
+    code, out, err = run_cli(
+        capsys, "recommend", "--store", store.path, "--corpus-size", "4000", "--min-ndcg", "0.8", "--verify",
+        "--data", embeddings_folder, "--json",
+    )
+    assert code == 2 and out == ""
+    assert f"error: data='{embeddings_folder}': holds dataset" in err and "expected the evaluated dataset 'vectors'" in err
+
+
+def test_recommend_verify_of_a_pick_that_cannot_be_built_here_says_why(tmp_path, capsys):
+    # HNSW over int8 codes is costed but not built here: give it the only latency, so it is the pick.
+    store, _ = verify_store(tmp_path, latency={("hnsw", 64, "int8"): (0.05, 0.07)}, quality={(64, "int8"): (0.9, 0.95)})
+    code, out, err = run_cli(
+        capsys, "recommend", "--store", store.path, "--corpus-size", "4000", "--max-p95-ms", "50", "--verify", "--json",
+    )
+    assert code == 2 and out == ""
+    assert "error: prefix 64 int8/hnsw: index_type='hnsw' with precision='int8': expected one of ['fp32']" in err
+    assert "Traceback" not in err
+
+
+# -- past one machine and bad input --------------------------------------------------------------------------
+
+
+def test_recommend_splits_a_corpus_past_the_given_machine_into_shards(planner_store, capsys):
+    from mrl_core.cost import merge_cost_ms
+
+    code, payload, _ = recommend(
+        capsys, planner_store, "--corpus-size", "2e6", "--max-storage-gb", "0.2", "--max-p95-ms", "7",
+        "--min-ndcg", "0.55", "--machine-ram-gb", "0.1", "--machine-cores", "8",
+    )
+    # 2M x 64 int8 = 128 MB; 70% of 0.1 GB holds 1,093,750 of them: 2 shards of 1,000,000, a size the bench
+    # measured (3.0 ms), so the latency is measured, plus the merge of 2 x 10 results.
+    assert code == 0 and payload["corpus_size"] == 2_000_000
+    assert payload["machine"] == {
+        "ram_bytes": 100_000_000, "ram_gb": 0.1, "cores": 8, "usable_ram_fraction": 0.7,
+        "usable_ram_bytes": pytest.approx(7e7), "source": "given",
+    }
+    chosen = payload["recommendation"]
+    assert chosen["label"] == "prefix 64 int8/flat"
+    assert (chosen["shards"], chosen["machines"], chosen["per_shard_corpus_size"]) == (2, 2, 1_000_000)
+    assert chosen["merge_ms"] == merge_cost_ms(2)[1]
+    assert chosen["p95_ms"] == pytest.approx(3.0 + chosen["merge_ms"]) and not chosen["latency_projected"]
+    assert payload["exports"]["faiss"]["sharding"]["vectors_per_shard"] == 1_000_000
+    assert payload["exports"]["qdrant"]["create_collection"]["body"]["shard_number"] == 2
+
+
+def test_recommend_plans_for_this_machine_by_default(planner_store, capsys):
+    from mrl_core.deployment import this_machine_cores, this_machine_ram_bytes
+
+    code, payload, _ = recommend(capsys, planner_store, "--corpus-size", "1000000", "--min-ndcg", "0.55")
+    assert code == 0
+    machine = payload["machine"]
+    assert (machine["ram_bytes"], machine["cores"], machine["source"]) == (
+        this_machine_ram_bytes(), this_machine_cores(), "this machine"
+    )
+    assert payload["recommendation"]["shards"] == 1 and payload["recommendation"]["merge_ms"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--corpus-size", "1e13"], "corpus_size=10000000000000: expected at most 1,000,000,000,000 vectors (10**12)"),
+        (["--corpus-size", "1000", "--machine-ram-gb", "0"], "machine_ram_gb=0.0: expected a number of GB > 0"),
+        (["--corpus-size", "1000", "--machine-ram-gb", "-64"], "machine_ram_gb=-64.0: expected a number of GB > 0"),
+        (["--corpus-size", "1000", "--machine-cores", "0"], "machine_cores=0: expected a whole number >= 1"),
+        # 1e-9 GB is one byte: not even a 32-bit code (4 B) fits.
+        (["--corpus-size", "1000", "--machine-ram-gb", "1e-9"], "machine_ram_gb=1e-09: smaller than one shard"),
+    ],
+)
+def test_recommend_refuses_absurd_sizes_and_machines_with_exit_2(planner_store, capsys, arguments, message):
+    code, out, err = run_cli(capsys, "recommend", "--store", planner_store.path, "--json", *arguments)
+    assert code == 2 and out == ""
+    assert f"error: {message}" in err
+
+
+def test_a_corpus_size_that_is_not_a_whole_number_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["recommend", "--corpus-size", "1.5", "--json"])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "argument --corpus-size: corpus_size='1.5': expected a whole number of vectors" in captured.err
+
+
+def test_recommend_on_a_store_without_bench_rows_says_to_run_bench(tmp_path, capsys):
+    store = ResultStore(tmp_path / "results.duckdb")
+    with store.run("evaluate", corpus_size=5000, model="m", dataset="tiny", dataset_fingerprint="fp-tiny") as run_id:
+        store.add_rows("results", run_id, [{"method": "prefix", "width": 64, "precision": "fp32", "ndcg_at_10": 0.6}])
+    code, payload, err = recommend(capsys, store, "--corpus-size", "1000000", "--max-p95-ms", "5")
+    assert code == 1
+    assert "note: the store has no bench rows" in err and "python -m mrl_core bench" in err
+    assert payload["notes"] and "python -m mrl_core bench" in payload["notes"][0]
+    assert {tuple(item["reasons"]) for item in payload["closest"]["candidates"]} == {("no latency measured",)}
+
+
+def test_bad_recommend_input_prints_no_traceback(planner_store):
+    completed = subprocess.run(
+        [sys.executable, "-m", "mrl_core", "recommend", "--store", str(planner_store.path), "--corpus-size", "-3",
+         "--machine-ram-gb", "64"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert completed.returncode == 2 and completed.stdout == ""
+    assert completed.stderr == "error: corpus_size=-3: expected a positive whole number of vectors\n"

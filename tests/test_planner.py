@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from mrl_core.cli import main
-from mrl_core.cost import GB
-from mrl_core.deployment import Deployment
+from mrl_core.cost import GB, merge_cost_ms
+from mrl_core.deployment import Deployment, Machine
 from mrl_core.bench import run_bench
-from mrl_core.planner import WidthPlanner, funnel_label, latency_rows_for, pareto_mask, rank
+from mrl_core.planner import NO_BENCH_NOTE, WidthPlanner, funnel_label, latency_rows_for, pareto_mask, rank
 from mrl_core.store import ResultStore
 
 # Shaped like all-MiniLM-L6-v2 on SciFact (DESIGN.md: 0.6451 full, 0.602 at 128, 0.484 at 64, 0.337 at 32).
@@ -453,3 +453,104 @@ def test_cli_recommend_exits_1_and_explains_when_nothing_fits(store, capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert "relax min_ndcg from 0.7000 to 0.6300" in out
+
+
+def test_hnsw_and_ivf_candidates_carry_the_recall_measured_at_the_nearest_size(tmp_path):
+    store = ResultStore(tmp_path / "s.duckdb")
+    with store.run("evaluate", model="base", dataset="toy", dataset_fingerprint="fp-toy") as run_id:
+        store.add_rows("results", run_id, [{"method": "prefix", "width": 128, "precision": "fp32", "ndcg_at_10": 0.6}])
+    with store.run("bench", model="base", dataset="toy", dataset_fingerprint="fp-toy") as run_id:
+        rows = []
+        for corpus_size, ef_search, recall in ((10_000, 32, 0.995), (1_000_000, 128, 0.991)):
+            rows.append({**_latency_row("hnsw", 128, "fp32", corpus_size, 0.5), "recall_at_10": recall,
+                         "details": {"hnsw_ef_search": ef_search}})
+        rows.append({**_latency_row("ivf", 128, "fp32", 10_000, 0.4), "recall_at_10": 0.993,
+                     "details": {"ivf_nprobe": 6, "ivf_lists": 400}})
+        store.add_rows("latency", run_id, rows)
+    candidates = WidthPlanner(2_000_000, index_types=("hnsw", "ivf")).fit(store).candidates_.set_index("index_type")
+    hnsw, ivf = candidates.loc["hnsw"], candidates.loc["ivf"]
+    assert (hnsw["index_recall_at_10"], hnsw["search_params"], hnsw["index_recall_size"]) == (0.991, {"hnsw_ef_search": 128}, 1_000_000)
+    assert "hnsw recall@10 0.991 against exact search (hnsw_ef_search 128) measured at 1,000,000 vectors" in hnsw["quality_source"]
+    assert (ivf["index_recall_at_10"], ivf["search_params"]) == (0.993, {"ivf_nprobe": 6, "ivf_lists": 400})
+    # Measured at one size only: no latency can be projected, but the recall is known.
+    assert ivf["p95_ms"] is None or math.isnan(ivf["p95_ms"])
+
+
+# -- past one machine --------------------------------------------------------------------------------------------
+
+# Holds exactly 1M 384-d fp32 vectors (1.536 GB, all of it usable).
+MILLION_FP32_MACHINE = Machine(ram_bytes=1_536_000_000, cores=4, usable_ram_fraction=1.0)
+
+
+def test_a_corpus_past_one_machine_is_split_and_each_shard_searched_at_its_own_size(store):
+    planner = WidthPlanner(4_000_000, deployment=Deployment(replicas=2), machine=MILLION_FP32_MACHINE).fit(
+        store, dataset_fingerprint="scifact"
+    )
+    candidates = planner.candidates_.set_index("label")
+    flat = candidates.loc["prefix 384 fp32/flat"]
+    assert (flat["shards"], flat["machines"], flat["per_shard_corpus_size"]) == (4, 8, 1_000_000)
+    assert flat["storage_bytes"] == 4_000_000 * 1536 * 2  # sharding moves bytes, it does not add them
+    # Each shard holds 1M vectors, a measured size: its latency is measured, plus the merge of 4 x 10 results.
+    assert flat["merge_ms"] == merge_cost_ms(4)[1] > 0
+    assert flat["p95_ms"] == pytest.approx(_flat_p95_ms(384, "fp32", 1_000_000) + flat["merge_ms"])
+    assert not flat["latency_projected"]
+    assert "4 shards of 1,000,000 vectors" in flat["latency_basis"]
+    assert "network time not included" in flat["latency_basis"]
+    # HNSW adds 2 x 32 links x 4 B a vector: 1792 B, so 857,142 a machine -> 5 shards of 800,000, projected.
+    hnsw = candidates.loc["prefix 384 fp32/hnsw"]
+    assert (hnsw["shards"], hnsw["per_shard_corpus_size"]) == (5, 800_000)
+    assert hnsw["latency_projected"] and "projected to 800,000" in hnsw["latency_basis"]
+    # 128 int8 is 512 MB: one machine, no merge, latency projected to the whole 4M as before.
+    small = candidates.loc["prefix 128 int8/flat"]
+    assert (small["shards"], small["machines"], small["merge_ms"]) == (1, 2, 0.0)
+    assert small["p95_ms"] == pytest.approx(_flat_p95_ms(128, "int8", 4_000_000))
+    assert planner.context_["machine"] == MILLION_FP32_MACHINE.to_dict() and planner.machine_ is MILLION_FP32_MACHINE
+
+
+def test_a_configuration_that_fits_no_machine_says_so_and_the_others_are_still_planned(store):
+    # 1M IVF lists of 384 floats are 1.536 GB of centroids on every shard: more than 2 GB x 0.7 = 1.4 GB.
+    planner = WidthPlanner(
+        1_000_000, max_p95_ms=1000, min_ndcg=0.6, deployment=Deployment(ivf_nlist=1_000_000),
+        machine=Machine.from_gb(2, cores=2),
+    ).fit(store, dataset_fingerprint="scifact")
+    candidates = planner.candidates_.set_index("label")
+    unfit = candidates.loc["prefix 384 fp32/ivf"]
+    assert unfit["shards"] is None and pd.isna(unfit["p95_ms"]) and not unfit["feasible"]
+    assert unfit["reasons"] == [(
+        "does not fit the machine: machine_ram_gb=2: smaller than one shard: 1.4 GB usable (70% of its RAM), but "
+        "one vector and the index's fixed part (IVF centroids) need 1.54 GB; expected a machine of at least 2.19 GB"
+    )]
+    assert candidates.loc["prefix 128 fp32/ivf", "shards"] == 1  # 0.512 GB of centroids fit
+    assert candidates.loc["prefix 384 fp32/flat", "shards"] == 2  # 1.536 GB > 1.4 GB
+    chosen = planner.recommendation_
+    assert type(chosen["shards"]) is int and type(chosen["machines"]) is int
+    assert json.loads(json.dumps(chosen))["shards"] == chosen["shards"]
+
+
+def test_a_machine_smaller_than_every_shard_is_refused_at_fit(store):
+    # 7 usable bytes: not even one 128-bit code (16 B) fits.
+    with pytest.raises(ValueError, match=r"^machine_ram_gb=1e-08: smaller than one shard: 7e-09 GB usable"):
+        WidthPlanner(1_000_000, machine=Machine(ram_bytes=10)).fit(store, dataset_fingerprint="scifact")
+
+
+def test_absurd_corpus_sizes_and_bad_machines_are_refused_at_fit(store):
+    with pytest.raises(ValueError, match=r"corpus_size=10000000000000: expected at most 1,000,000,000,000 vectors"):
+        WidthPlanner(10**13).fit(store)
+    with pytest.raises(ValueError, match="corpus_size=2.5: expected a positive whole number of vectors"):
+        WidthPlanner(2.5).fit(store)
+    with pytest.raises(ValueError, match="machine='64GB': expected a mrl_core.deployment.Machine"):
+        WidthPlanner(1000, machine="64GB").fit(store)
+
+
+def test_a_store_without_bench_rows_says_to_run_bench(tmp_path, store):
+    bare = ResultStore(tmp_path / "no_bench.duckdb")
+    with bare.run("evaluate", model="base", dataset="scifact", dataset_fingerprint="fp-scifact") as run_id:
+        bare.add_rows("results", run_id, [
+            {"method": "prefix", "width": 384, "precision": "fp32", "ndcg_at_10": 0.6451},
+            {"method": "prefix", "width": 64, "precision": "fp32", "ndcg_at_10": 0.484},
+        ])
+    planner = WidthPlanner(1_000_000, max_p95_ms=20).fit(bare)
+    assert planner.notes_ == [NO_BENCH_NOTE] and "python -m mrl_core bench" in NO_BENCH_NOTE
+    assert planner.recommendation_ is None
+    assert all(reasons == ["no latency measured"] for reasons in planner.candidates_["reasons"])
+    assert WidthPlanner(1_000_000).fit(store, dataset_fingerprint="scifact").notes_ == []

@@ -8,21 +8,22 @@ import json
 
 import streamlit as st
 
-from app.components import candidates_table, recommendation_card, show_figure
+from app.components import candidates_table, recommendation_card, show_figure, verification_panel
 from app.first_start import ensure_first_start
 from app.labels import METRIC_LABELS, format_count, headline_metric, model_label
 from app.state import results_store
-from mrl_core.deployment import VENDORS, Deployment
+from mrl_core.deployment import USABLE_RAM_FRACTION, VENDORS, Deployment, Machine
 from mrl_core.export import export_all
 from mrl_core.figures import capacity_projection, pareto_chart, quality_vs_width
 from mrl_core.model_widths import full_width
 from mrl_core.planner import WidthPlanner, exact_search_comparison
 from mrl_core.store import StoreError
 
-# Corpus sizes the slider offers: a log scale from ten thousand to a billion vectors.
+# Corpus sizes the slider offers: a log scale from ten thousand to ten billion vectors (past one machine's RAM
+# the planner splits the corpus into shards).
 CORPUS_SIZES = (
     10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 30_000_000, 100_000_000, 300_000_000,
-    1_000_000_000,
+    1_000_000_000, 3_000_000_000, 10_000_000_000,
 )
 
 st.title("Plan capacity")
@@ -70,8 +71,33 @@ with st.container(border=True):
         quality_pair = st.selectbox(
             "Quality measured on", list(pair_labels), format_func=pair_labels.get, key="planner_quality_pair"
         )
+    try:
+        this_machine = Machine.this()
+    except ValueError:
+        # The OS would not say; a common server size stands in until the user types theirs.
+        this_machine = Machine.from_gb(64.0, 1)
+    third_row = st.columns([2, 1, 4])
+    with third_row[0]:
+        machine_ram_gb = st.number_input(
+            "Machine RAM (GB)", min_value=0.001, value=round(this_machine.ram_gb, 1), step=8.0, format="%.1f",
+            key="planner_machine_ram_gb",
+            help=f"One machine's RAM; default this machine's. The index may fill {USABLE_RAM_FRACTION:.0%} of it, "
+            "leaving the rest for the OS, query buffers and ingestion. A corpus that does not fit is split into "
+            "shards, one a machine.",
+        )
+    with third_row[1]:
+        machine_cores = st.number_input(
+            "Cores", min_value=1, max_value=4096, value=this_machine.cores, step=1, key="planner_machine_cores",
+            help="One machine's cores; default this machine's. Kept with the plan: a single query's latency "
+            "was measured on one thread.",
+        )
 
 dataset_fingerprint, dataset_name, model = quality_pair
+try:
+    machine = Machine.from_gb(float(machine_ram_gb), int(machine_cores))
+except ValueError as error:
+    st.error(str(error))
+    st.stop()
 planner = WidthPlanner(
     int(corpus_size),
     max_storage_gb=float(max_storage_gb),
@@ -79,14 +105,22 @@ planner = WidthPlanner(
     min_ndcg=float(floor) if floor_kind == "ndcg" else None,
     min_retention=float(floor) / 100 if floor_kind == "retention" else None,
     deployment=Deployment(vendor=vendor, replicas=int(replicas)),
+    machine=machine,
 )
 try:
     planner.fit(store, dataset_fingerprint=dataset_fingerprint, model=model)
 except (ValueError, StoreError) as error:
     st.error(str(error))
     st.stop()
+for note in planner.notes_:
+    st.warning(
+        note[0].upper() + note[1:] + ", or use “Benchmark latency at these widths” on the Evaluate page.",
+        icon=":material/timer_off:",
+    )
 
 recommendation_card(planner)
+if planner.recommendation_ is not None:
+    verification_panel(store, planner)
 
 st.subheader("Why not the others")
 candidates_table(planner.candidates_[~planner.candidates_["feasible"]], key="planner_rejected")
@@ -122,12 +156,15 @@ with projection_tab:
                 exact_search_comparison(planner.candidates_, planner.recommendation_), store.rows("latency"),
                 store.rows("funnels"), CORPUS_SIZES, deployment=planner.deployment,
                 dataset_fingerprint=planner.context_["dataset_fingerprint"], model=planner.context_["model"],
+                machine=planner.machine_,
             ),
             key="planner_projection",
         )
         st.caption(
             "The recommendation against full-width fp32 exact search. Storage from the cost model; latency "
-            "measured on this machine at the marked sizes and projected elsewhere (dashed)."
+            "measured on this machine at the marked sizes and projected elsewhere (dashed; hover for the basis and "
+            f"the projection's held-out error). Past one {planner.machine_.ram_gb:.3g} GB machine the corpus is split "
+            "into shards searched in parallel: latency is one shard's plus the merge, without network time."
         )
 with export_tab:
     if planner.recommendation_ is None:
@@ -154,5 +191,8 @@ with export_tab:
         )
         st.markdown(f"**FAISS**: `{factory['factory']}({factory['dimension']}, \"{factory['factory_string']}\")` "
                     f"on {factory['input']}.")
+        if "sharding" in factory:
+            st.markdown(f"**{factory['sharding']['shards']:,} FAISS shards**: {factory['sharding']['build']}; "
+                        f"{factory['sharding']['search']}.")
         st.markdown("**Qdrant** collection and Query API request:")
         st.code(json.dumps(qdrant, indent=2), language="json", height=320)
