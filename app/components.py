@@ -207,7 +207,10 @@ def recommendation_card(planner) -> None:
             quality_margin,
             help=chosen["quality_source"],
         )
-        details = [f"Latency: {chosen['latency_basis']}.", f"Quality: {chosen['quality_source']}."]
+        details = [
+            f"Decided by: {chosen['decided_by']['text']}", f"Latency: {chosen['latency_basis']}.",
+            f"Quality: {chosen['quality_source']}.",
+        ]
         if chosen["retention"] is not None:
             details.insert(0, f"Keeps {chosen['retention']:.1%} of full-width nDCG@10.")
         st.caption(" ".join(details))

@@ -211,6 +211,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         for name, margin in chosen["margins"].items():
             room = "unknown" if margin["margin"] is None else f"{margin['margin']:.4g}"
             lines.append(f"  {name} {margin['target']}: margin {room}")
+        lines.append(f"  decided by: {chosen['decided_by']['text']}")
         if chosen["shards"] > 1:
             lines.append(
                 f"  sharded: {chosen['shards']:,} shards x {deployment.replicas} replicas = {chosen['machines']:,} "

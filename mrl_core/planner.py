@@ -182,7 +182,8 @@ class WidthPlanner:
             ``feasible``, ``misses`` ({target: by how much}) and ``reasons``; ``verified``: the newest
             verification of it on this machine at this corpus size (``mrl_core.verify``: measured and
             predicted p50/p95 and recall, their ratios, the size built), or None.
-        recommendation_: dict for the chosen candidate with ``margins`` on each target, or None.
+        recommendation_: dict for the chosen candidate with ``margins`` on each target and ``decided_by``
+            (what the candidates ranked ahead of it missed, and the fastest feasible one when it differs), or None.
         frontier_: DataFrame of Pareto-optimal candidates over storage, p95 latency and nDCG@10.
         closest_: when nothing is feasible, {"candidates": DataFrame, "relax": [...]}: the nearest
             candidates and, per target, how far relaxing it alone would make something feasible.
@@ -440,6 +441,12 @@ class WidthPlanner:
                 if retention is None and ndcg is not None and reference:
                     retention = ndcg / reference
                 approximate = index_type in APPROXIMATE_INDEX_TYPES
+                index_recall = measured[key].get("index_recall_at_10")
+                if index_recall is not None and ndcg is not None:
+                    # Evaluation searched exactly; the index finds this share of each exact top 10. Scaling by it
+                    # assumes the missed results are as relevant as the found ones on average.
+                    ndcg *= index_recall
+                    retention = retention * index_recall if retention is not None else None
                 candidates.append({
                     "label": f"{row.method} {int(row.width)} {row.precision}/{index_type}",
                     "kind": "single",
@@ -578,7 +585,44 @@ class WidthPlanner:
     def _describe(self, candidate: pd.Series) -> dict:
         description = _plain(candidate.to_dict())
         description["margins"] = self.margins(description)
+        description["decided_by"] = self._decided_by(description)
         return description
+
+    def _decided_by(self, chosen: dict) -> dict:
+        """Which constraint decided: what the configurations ranked ahead of the pick by the objective missed
+        (cheaper ones under 'cheapest', better-quality ones under 'best_quality'), and the fastest configuration
+        that meets every target when it is not the pick, with its storage and RAM: latency alone would pick
+        it, the objective did not."""
+        candidates = self.candidates_
+        if self.objective == "cheapest":
+            ahead = candidates[candidates["storage_bytes"] < chosen["storage_bytes"]]
+            ranked_by = "cheapest"
+        else:
+            quality = candidates["ndcg_at_10"].astype(float)
+            ahead = candidates[quality > (chosen["ndcg_at_10"] if chosen["ndcg_at_10"] is not None else -math.inf)]
+            ranked_by = "best nDCG@10"
+        missed: dict[str, int] = {}
+        for misses in ahead["misses"]:
+            for name in misses:
+                missed[name] = missed.get(name, 0) + 1
+        feasible = candidates[candidates["feasible"]].dropna(subset=["p95_ms"])
+        fastest = None
+        if not feasible.empty:
+            best = feasible.sort_values(["p95_ms", "storage_bytes", "label"]).iloc[0]
+            if best["label"] != chosen["label"]:
+                fastest = {key: _plain(best[key]) for key in ("label", "p95_ms", "storage_gb", "ram_gb")}
+        missed_text = ", ".join(
+            f"{TARGETS[name][2]} ({count})" for name, count in sorted(missed.items(), key=lambda item: -item[1])
+        )
+        text = f"{ranked_by.capitalize()} that meets every target"
+        if len(ahead):
+            text += f"; the {len(ahead)} ranked ahead of it miss: {missed_text}"
+        if fastest is not None:
+            text += (
+                f". Fastest that meets every target: {fastest['label']} (p95 {fastest['p95_ms']:.3g} ms, "
+                f"{fastest['storage_gb']:.3g} GB, RAM {fastest['ram_gb']:.3g} GB)"
+            )
+        return {"objective": self.objective, "ahead": int(len(ahead)), "missed": missed, "fastest": fastest, "text": text + "."}
 
     def _closest(self) -> dict:
         targets = self.targets()
@@ -644,8 +688,8 @@ def _approximate_quality_source(index_type: str, fields: dict) -> str:
         return f"measured with exact search; {index_type} recall not measured"
     params = ", ".join(f"{name} {value}" for name, value in (fields.get("search_params") or {}).items())
     return (
-        f"measured with exact search; {index_type} recall@10 {recall:.3f} against exact search "
-        f"({params}) measured at {fields['index_recall_size']:,} vectors"
+        f"estimated: nDCG@10 measured with exact search x {index_type} recall@10 {recall:.3f} against exact "
+        f"search ({params}) measured at {fields['index_recall_size']:,} vectors"
     )
 
 

@@ -470,7 +470,11 @@ def test_hnsw_and_ivf_candidates_carry_the_recall_measured_at_the_nearest_size(t
     candidates = WidthPlanner(2_000_000, index_types=("hnsw", "ivf")).fit(store).candidates_.set_index("index_type")
     hnsw, ivf = candidates.loc["hnsw"], candidates.loc["ivf"]
     assert (hnsw["index_recall_at_10"], hnsw["search_params"], hnsw["index_recall_size"]) == (0.991, {"hnsw_ef_search": 128}, 1_000_000)
-    assert "hnsw recall@10 0.991 against exact search (hnsw_ef_search 128) measured at 1,000,000 vectors" in hnsw["quality_source"]
+    assert hnsw["quality_source"] == (
+        "estimated: nDCG@10 measured with exact search x hnsw recall@10 0.991 against exact search "
+        "(hnsw_ef_search 128) measured at 1,000,000 vectors"
+    )
+    assert hnsw["ndcg_at_10"] == pytest.approx(0.6 * 0.991) and ivf["ndcg_at_10"] == pytest.approx(0.6 * 0.993)
     assert (ivf["index_recall_at_10"], ivf["search_params"]) == (0.993, {"ivf_nprobe": 6, "ivf_lists": 400})
     # Measured at one size only: no latency can be projected, but the recall is known.
     assert ivf["p95_ms"] is None or math.isnan(ivf["p95_ms"])
@@ -554,3 +558,28 @@ def test_a_store_without_bench_rows_says_to_run_bench(tmp_path, store):
     assert planner.recommendation_ is None
     assert all(reasons == ["no latency measured"] for reasons in planner.candidates_["reasons"])
     assert WidthPlanner(1_000_000).fit(store, dataset_fingerprint="scifact").notes_ == []
+
+
+def test_the_recommendation_says_which_constraint_decided(tmp_path):
+    # Cheapest first: binary 384 as a flat scan (48 B) and in HNSW (304 B, no latency measured) miss the quality
+    # floor, so the pick is int8 384 (384 B); HNSW fp32 384 is the fastest that meets every target, at 1,792 B.
+    store = ResultStore(tmp_path / "s.duckdb")
+    with store.run("evaluate", model="base", dataset="toy", dataset_fingerprint="fp-toy") as run_id:
+        store.add_rows("results", run_id, [
+            {"method": "prefix", "width": 384, "precision": precision, "ndcg_at_10": ndcg}
+            for precision, ndcg in (("fp32", 0.65), ("int8", 0.64), ("binary", 0.55))
+        ])
+    with store.run("bench", model="base", dataset="toy", dataset_fingerprint="fp-toy") as run_id:
+        store.add_rows("latency", run_id, [
+            _latency_row(index_type, 384, precision, size, p95 * size / 1_000_000)
+            for index_type, precision, p95 in (("flat", "fp32", 130.0), ("flat", "int8", 40.0), ("binary", "binary", 4.0))
+            for size in (100_000, 1_000_000)
+        ] + [_latency_row("hnsw", 384, "fp32", size, p95) for size, p95 in ((100_000, 1.0), (1_000_000, 1.5))])
+    planner = WidthPlanner(1_000_000, max_p95_ms=50, min_ndcg=0.6, index_types=("flat", "binary", "hnsw")).fit(store)
+    decided = planner.recommendation_["decided_by"]
+    assert planner.recommendation_["label"] == "prefix 384 int8/flat"
+    assert decided["ahead"] == 2 and decided["missed"] == {"min_ndcg": 2, "max_p95_ms": 1}
+    assert decided["fastest"]["label"] == "prefix 384 fp32/hnsw" and decided["fastest"]["p95_ms"] == 1.5
+    assert decided["text"].startswith("Cheapest that meets every target; the 2 ranked ahead of it miss: nDCG@10 (2), "
+                                      "p95 latency (1). "
+                                      "Fastest that meets every target: prefix 384 fp32/hnsw (p95 1.5 ms")
