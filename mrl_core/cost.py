@@ -298,7 +298,10 @@ def latency_at(rows: pd.DataFrame, corpus_size: int) -> LatencyEstimate:
     form_text = {
         "linear": "linear in corpus size",
         "log": "a + b ln(corpus size) at its tuned efSearch",
-        "sqrt": "a + b sqrt(corpus size) at its tuned nprobe",
+        "sqrt": (
+            f"a + b nprobe sqrt(corpus size), nprobe {scan_fit.probes} as tuned at the largest size"
+            if scan_fit.probes else "a + b sqrt(corpus size) at its tuned nprobe"
+        ),
     }[scan_fit.form]
     if scan_fit.scan_bytes_per_s:
         form_text += f", scanning {scan_fit.scan_bytes_per_s / 1e9:.1f} GB/s"

@@ -6,7 +6,8 @@ corpus size, and never faster than this machine's memory read bandwidth allows. 
 the sizes whose codes exceed the last-level cache (smaller corpora are scanned from cache, faster per byte),
 so a line through 100,000 and 1,000,000 rows extends to 10M at memory speed. HNSW visits about log(n)
 layers of neighbours at its efSearch: a + b*ln(n). IVF with 4*sqrt(n) lists scans nprobe lists of about
-sqrt(n)/4 codes each plus the centroids: a + b*sqrt(n).
+sqrt(n)/4 codes each plus the centroids: a + b*nprobe*sqrt(n), with the nprobe the bench tuned at each size
+(projections hold the largest size's nprobe: a larger corpus needs at least as many lists to keep recall).
 
 Numbers in, numbers out (numpy and pandas only): the bench fits what it measured, the cost model and the
 planner project those fits to corpus sizes nobody measured, and say how far off the fit was on the data.
@@ -54,6 +55,7 @@ class ScalingFit:
     fitted_sizes: tuple[int, ...] = ()
     bytes_per_vector: float | None = None
     read_bytes_per_s: float | None = None
+    probes: int | None = None
 
     @property
     def scan_bytes_per_s(self) -> float | None:
@@ -79,17 +81,20 @@ class ScalingFit:
             "bytes_per_vector": self.bytes_per_vector,
             "read_bytes_per_s": self.read_bytes_per_s,
             "scan_bytes_per_s": self.scan_bytes_per_s,
+            "probes": self.probes,
         }
 
 
-def _x(form: str, corpus_size) -> np.ndarray:
+def _x(form: str, corpus_size, probes=None) -> np.ndarray:
     sizes = np.asarray(corpus_size, dtype=float)
     if form == "log":
         return np.log(sizes)
-    return np.sqrt(sizes) if form == "sqrt" else sizes
+    if form == "sqrt":
+        return np.sqrt(sizes) * (1.0 if probes is None else np.asarray(probes, dtype=float))
+    return sizes
 
 
-def _line(form: str, sizes: np.ndarray, latencies_ms: np.ndarray) -> tuple[float, float]:
+def _line(form: str, sizes: np.ndarray, latencies_ms: np.ndarray, probes=None) -> tuple[float, float]:
     """(intercept, slope) of the Theil-Sen line: the median of pairwise slopes (held >= 0), then the median
     intercept.
 
@@ -100,10 +105,26 @@ def _line(form: str, sizes: np.ndarray, latencies_ms: np.ndarray) -> tuple[float
     experiments/bench_scaling.py's rows (5,183...400,000 fitted, 1M held out, flat and binary scans) the median
     held-out error was 4.2 % this way against 7.3 % for least squares (max 19.6 % against 22.1 %).
     """
-    x = _x(form, sizes)
+    x = _x(form, sizes, probes)
     pairs = [(latencies_ms[j] - latencies_ms[i]) / (x[j] - x[i]) for i in range(len(x)) for j in range(i + 1, len(x))]
     slope = max(0.0, float(np.median(pairs)))
     return float(np.median(latencies_ms - slope * x)), slope
+
+
+def _probes_per_size(group: pd.DataFrame, sizes: pd.Index) -> np.ndarray | None:
+    """IVF lists probed at each size, from the bench rows' details (None unless every size has it)."""
+    if "details" not in group.columns:
+        return None
+    probes = []
+    for size in sizes:
+        values = [
+            details["ivf_nprobe"] for details in group.loc[group["corpus_size"] == size, "details"]
+            if isinstance(details, dict) and details.get("ivf_nprobe")
+        ]
+        if not values:
+            return None
+        probes.append(float(np.median(values)))
+    return np.asarray(probes)
 
 
 def _machine_value(group: pd.DataFrame, key: str) -> float | None:
@@ -155,19 +176,23 @@ def fit_latency(rows: pd.DataFrame | Sequence[dict], metric: Metric = "p50_ms") 
         cache_bytes = _machine_value(group, "last_level_cache_bytes")
         sizes = by_size.index.to_numpy(dtype=float)
         latencies = by_size.to_numpy(dtype=float)
+        probes = _probes_per_size(group, by_size.index) if form == "sqrt" else None
         fitted = _past_cache(sizes, bytes_per_vector, cache_bytes) if form == "linear" else sizes
         holdout_size, holdout_error = None, None
         if len(sizes) >= 3:
             before = _past_cache(sizes[:-1], bytes_per_vector, cache_bytes) if form == "linear" else sizes[:-1]
-            intercept, slope = _line(form, before, latencies[np.isin(sizes, before)])
-            predicted = max(intercept + slope * float(_x(form, sizes[-1])), latencies[-2])
+            intercept, slope = _line(form, before, latencies[np.isin(sizes, before)], None if probes is None else probes[:-1])
+            # Projected as a projection would be: with the nprobe of the largest size fitted.
+            x_largest = _x(form, sizes[-1], None if probes is None else probes[-2])
+            predicted = max(intercept + slope * float(x_largest), latencies[-2])
             holdout_size = int(sizes[-1])
             holdout_error = abs(predicted - latencies[-1]) / latencies[-1]
-        intercept, slope = _line(form, fitted, latencies[np.isin(sizes, fitted)])
+        intercept, slope = _line(form, fitted, latencies[np.isin(sizes, fitted)], probes)
         fits[(str(index_type), str(precision), int(width))] = ScalingFit(
             str(index_type), str(precision), int(width), metric, form, intercept, slope,
             tuple(int(size) for size in sizes), tuple(float(value) for value in latencies), holdout_size, holdout_error,
             tuple(int(size) for size in fitted), bytes_per_vector, _machine_value(group, "read_bytes_per_s"),
+            None if probes is None else int(probes[-1]),
         )
     return fits
 
@@ -207,7 +232,7 @@ def project_latency_ms(fit: ScalingFit | dict, corpus_size: int) -> float:
     form = values["form"]
     if form not in get_args(FitForm):
         raise ValueError(f"form={form!r}: expected one of {list(get_args(FitForm))}")
-    line = float(values["intercept_ms"] + values["slope_ms"] * float(_x(form, corpus_size)))
+    line = float(values["intercept_ms"] + values["slope_ms"] * float(_x(form, corpus_size, values.get("probes"))))
     bytes_per_vector, read_bytes_per_s = values.get("bytes_per_vector"), values.get("read_bytes_per_s")
     bandwidth_floor = 0.0
     if form == "linear" and bytes_per_vector and read_bytes_per_s:

@@ -88,3 +88,20 @@ def test_ivf_is_fitted_in_the_square_root_of_the_corpus_size():
     (fit,) = fit_latency(rows, "p50_ms").values()
     assert fit.form == "sqrt" and fit.slope_ms == pytest.approx(0.002) and fit.holdout_relative_error == pytest.approx(0, abs=1e-9)
     assert project_latency_ms(fit, 4_000_000) == pytest.approx(0.1 + 0.002 * 2000)
+
+
+def test_ivf_lines_count_the_lists_probed():
+    # The first start's IVF 128 rows on this machine: nprobe tuned to recall@10 0.99 grew with the corpus.
+    sizes, probes, p50 = [10_000, 30_000, 100_000, 1_000_000], [48, 96, 128, 384], [0.091, 0.198, 0.5, 4.822]
+    rows = pd.DataFrame({
+        "index_type": "ivf", "precision": "fp32", "width": 128, "corpus_size": sizes, "p50_ms": p50,
+        "p95_ms": [value * 1.2 for value in p50], "details": [{"ivf_nprobe": value} for value in probes],
+    })
+    (fit,) = fit_latency(rows, "p50_ms").values()
+    assert fit.probes == 384
+    # Scanned codes ~ nprobe * sqrt(n): 1M -> 4M at 384 lists doubles them. A plain sqrt(n) line, fitted
+    # across sizes whose nprobe grew 8x, projected 7.0 ms at 4M; 12.75 ms was measured.
+    projected = project_latency_ms(fit, 4_000_000)
+    assert 9.0 < projected < 10.0
+    assert project_latency_ms(fit, 4_000_000) == pytest.approx(fit.intercept_ms + fit.slope_ms * 384 * 2000)
+    assert "nprobe 384 as tuned at the largest size" in latency_at(rows, 4_000_000).basis
