@@ -39,6 +39,7 @@ from mrl_core.indexes import (
     measured_pairs,
     search_threads,
 )
+from mrl_core.metrics import fidelity_at_k
 from mrl_core.progress import Progress
 from mrl_core.scaling import fit_latency
 from mrl_core.widths import PRECISIONS, normalise_rows, renormalised_prefix
@@ -66,8 +67,20 @@ HNSW_EF_SEARCH_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 102
 IVF_NPROBE_GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
 """Search parameters tried in order until the recall floor is met (nprobe values above the list count are skipped)."""
 ENLARGEMENT_CLUSTERS = 64
-"""Mixture components of the rows that enlarge a corpus (``sample_mixture_corpus``; fewer when the real corpus
-has fewer rows)."""
+"""Mixture components of the rows that enlarge a corpus (``sample_mixture_corpus``), at most."""
+ENLARGEMENT_ROWS_PER_CLUSTER = 8
+"""Real rows per mixture component at least, so the pooled within-cluster covariance has residuals to pool:
+with one row per cluster it is zero and every synthetic row is a copy of a real one."""
+
+
+def enlargement_cluster_count(real_rows: int, most: int = ENLARGEMENT_CLUSTERS) -> int:
+    """Mixture components for enlarging a corpus of ``real_rows``: ``most``, fewer on a small corpus.
+
+    Example:
+        >>> enlargement_cluster_count(1_002), enlargement_cluster_count(200)
+        (64, 25)
+    """
+    return max(1, min(most, real_rows // ENLARGEMENT_ROWS_PER_CLUSTER))
 THROUGHPUT_BUDGET_S = 1.0
 """The batched throughput run stops after its first batch once it has run this long: at 1M rows an SQ scan
 of a 64-query batch takes seconds, and one batch measures throughput as well as two."""
@@ -390,7 +403,7 @@ def run_bench(
         approximate_widths: widths HNSW and IVF are built at (None: every width), or a mapping of those widths
             to the largest corpus size each is built at (None: every size).
         recall_floor: recall@10 against exact search that HNSW and IVF are tuned to reach.
-        cluster_count: mixture components of the enlargement rows.
+        cluster_count: mixture components of the enlargement rows, at most (see ``enlargement_cluster_count``).
         seed: randomness of the enlargement and of query sampling.
         store: a ``ResultStore``; rows go to its ``latency`` table under one run of kind ``bench``.
         run_fields: extra ``start_run`` fields (model, dataset, fingerprints).
@@ -439,7 +452,7 @@ def run_bench(
     with search_threads(threads):
         for corpus_size in sizes:
             corpus, enlarge_details = sample_mixture_corpus(
-                corpus_embeddings, corpus_size, cluster_count=min(cluster_count, real_rows), seed=seed
+                corpus_embeddings, corpus_size, cluster_count=enlargement_cluster_count(real_rows, cluster_count), seed=seed
             )
             for width in usable_widths:
                 # Rows are unit-norm already: the full width needs no copy (at 4M x 384 each copy is 6 GB).
@@ -499,12 +512,6 @@ def _exact_neighbours(prefix: np.ndarray, query_prefix: np.ndarray, k: int) -> n
         return index.search(query_prefix, k)[1]
 
 
-def _recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
-    """Mean share of each query's exact top-k that a search found."""
-    k = exact.shape[1]
-    return float(np.mean([len(set(row[row >= 0]) & set(reference)) / k for row, reference in zip(found, exact)]))
-
-
 def _tune_search_parameter(index, index_type, precision, query_prefix, exact_ids, k, recall_floor) -> tuple[dict, float, bool]:
     """The smallest efSearch (HNSW) or nprobe (IVF) whose recall@k meets the floor: (parameter, recall, met)."""
     if index_type == "hnsw":
@@ -518,7 +525,7 @@ def _tune_search_parameter(index, index_type, precision, query_prefix, exact_ids
     recall = 0.0
     for value in grid:
         found = index_searcher(index, index_type, precision, k=k, **{name: value})(query_prefix, query_prefix)
-        recall = _recall_at_k(found, exact_ids)
+        recall = fidelity_at_k(found, exact_ids, k)
         if recall >= recall_floor:
             return {name: value}, recall, True
     return {name: grid[-1]}, recall, False

@@ -21,7 +21,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from mrl_core.bench import index_searcher, sample_mixture_corpus
+from mrl_core.bench import enlargement_cluster_count, index_searcher, sample_mixture_corpus
 from mrl_core.cost import latency_at
 from mrl_core.data import load_dataset
 from mrl_core.encode import DatasetEmbeddings, embed_dataset
@@ -50,11 +50,6 @@ MEMORY_SHARE = 0.6
 jobs keep the rest."""
 MEMORY_SAFETY = 1.25
 """Headroom on the per-row estimate (FAISS's growth when adding, numpy temporaries of a chunk)."""
-MIXTURE_MAX_CLUSTERS = 64
-"""``sample_mixture_corpus``'s default cluster count; fewer on a small corpus (see ``MIXTURE_ROWS_PER_CLUSTER``)."""
-MIXTURE_ROWS_PER_CLUSTER = 8
-"""Real rows per mixture cluster at least, so the pooled within-cluster covariance has residuals to pool:
-with one row per cluster it is zero and every synthetic row is a copy of a real one."""
 IVF_DEFAULT_PROBES = 16
 """Lists an IVF pick probes when it carries no ``search_params``."""
 CHUNK_ROWS = 65536
@@ -418,7 +413,7 @@ def verify_pick(
         pool, query_source = corpus[np.sort(rng.choice(real_rows, min(real_rows, query_count), replace=False))], "random corpus rows"
     queries = np.ascontiguousarray(pool[np.arange(query_count) % len(pool)], dtype=np.float32)
     pca = pca_rotation(corpus) if pick.get("method") == "pca" else None
-    cluster_count = max(1, min(MIXTURE_MAX_CLUSTERS, real_rows // MIXTURE_ROWS_PER_CLUSTER))
+    cluster_count = enlargement_cluster_count(real_rows)
     load_before = os.getloadavg()
 
     with search_threads(threads):

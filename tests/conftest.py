@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +38,17 @@ def matryoshka_like_vectors(
     query_matrix = corpus[:queries] + 0.6 * noise
     corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
     query_matrix /= np.linalg.norm(query_matrix, axis=1, keepdims=True)
+    return corpus, query_matrix
+
+
+def matryoshka_like_folder(folder: Path, queries: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """``matryoshka_like_vectors`` saved as a precomputed-embeddings folder (corpus.npy, queries.npy, qrels.tsv:
+    query i -> document i) that ``load_dataset`` reads and a verification can reload; returns the vectors."""
+    corpus, query_matrix = matryoshka_like_vectors(queries=queries)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "corpus.npy", corpus)
+    np.save(folder / "queries.npy", query_matrix)
+    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{row}\t{row}\t1\n" for row in range(queries)))
     return corpus, query_matrix
 
 

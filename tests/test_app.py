@@ -419,20 +419,14 @@ def test_page_scripts_have_no_stray_bare_strings(script):
 
 
 def test_verify_on_this_machine_shows_predicted_next_to_measured_and_marks_the_pick(isolated_store, tmp_path):
-    import numpy as np
-
-    from conftest import matryoshka_like_vectors
+    from conftest import matryoshka_like_folder
     from mrl_core.bench import run_bench
     from mrl_core.data import load_dataset
     from mrl_core.evaluate import run_evaluation
 
     # A dataset on disk, so the verification can reload the rows its evaluation recorded.
-    corpus, queries = matryoshka_like_vectors(queries=40)
     folder = tmp_path / "vectors"
-    folder.mkdir()
-    np.save(folder / "corpus.npy", corpus)
-    np.save(folder / "queries.npy", queries)
-    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{row}\t{row}\t1\n" for row in range(40)))
+    corpus, queries = matryoshka_like_folder(folder)
     dataset = load_dataset(folder)
     run_evaluation(dataset, "precomputed", widths=[64, 32], precisions=["fp32", "binary"], methods=["prefix"], store=isolated_store)
     run_bench(

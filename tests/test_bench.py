@@ -216,7 +216,8 @@ def test_bench_and_funnel_commands_on_precomputed_embeddings(tmp_path, capsys):
 
 def test_approximate_indexes_are_timed_at_the_smallest_parameter_meeting_the_recall_floor():
     """The search parameter the bench picks is the smallest of its grid whose recall meets the floor."""
-    from mrl_core.bench import HNSW_EF_SEARCH_GRID, IVF_NPROBE_GRID, _exact_neighbours, _recall_at_k
+    from mrl_core.bench import HNSW_EF_SEARCH_GRID, IVF_NPROBE_GRID, _exact_neighbours
+    from mrl_core.metrics import fidelity_at_k
 
     corpus, queries = unit_rows(4000, 24, seed=5), unit_rows(40, 24, seed=6)
     result = run_bench(
@@ -231,10 +232,10 @@ def test_approximate_indexes_are_timed_at_the_smallest_parameter_meeting_the_rec
         else:
             chosen, grid, name = row["details"]["ivf_nprobe"], IVF_NPROBE_GRID, "ivf_nprobe"
             assert row["details"]["ivf_lists"] == index.nlist == 253
-        recall = _recall_at_k(index_searcher(index, row["index_type"], "fp32", **{name: chosen})(queries, queries), exact)
+        recall = fidelity_at_k(index_searcher(index, row["index_type"], "fp32", **{name: chosen})(queries, queries), exact, 10)
         assert recall == pytest.approx(row["recall_at_10"]) and recall >= 0.95
         smaller = [value for value in grid if 10 <= value < chosen] if name == "hnsw_ef_search" else [
             value for value in grid if value < chosen]
         if smaller:
             below = index_searcher(index, row["index_type"], "fp32", **{name: smaller[-1]})(queries, queries)
-            assert _recall_at_k(below, exact) < 0.95
+            assert fidelity_at_k(below, exact, 10) < 0.95

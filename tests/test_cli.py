@@ -337,15 +337,11 @@ VERIFY_QUALITY = {(64, "fp32"): (0.9, 1.0), (32, "binary"): (0.5, 0.3)}  # -> (n
 
 def verify_store(tmp_path, *, params: dict | None = None, latency=VERIFY_LATENCY_MS, quality=VERIFY_QUALITY):
     """A folder of the conftest vectors (2,000 x 64, 40 queries), an evaluation of it and latency by hand."""
-    from conftest import matryoshka_like_vectors
+    from conftest import matryoshka_like_folder
     from mrl_core.data import load_dataset
 
-    corpus, queries = matryoshka_like_vectors(queries=40)
     folder = tmp_path / "vectors"
-    folder.mkdir()
-    np.save(folder / "corpus.npy", corpus)
-    np.save(folder / "queries.npy", queries)
-    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{row}\t{row}\t1\n" for row in range(40)))
+    corpus, queries = matryoshka_like_folder(folder)
     dataset = load_dataset(folder)
     store = ResultStore(tmp_path / "results.duckdb")
     fields = {"model": "precomputed", "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint}
