@@ -1,6 +1,8 @@
-"""Command line: ``python -m mrl_core {evaluate,train,bench,funnel,recommend,runs}``.
+"""Command line: ``python -m mrl_core {evaluate,train,bench,funnel,recommend,first-start,runs,submit,jobs,cancel}``.
 
 With ``--json`` a command prints exactly one JSON object on stdout; progress and messages go to stderr.
+``submit COMMAND ...`` runs a long command as a background job (``mrl_core.jobs``); ``jobs`` and ``cancel``
+follow and stop it.
 """
 
 from __future__ import annotations
@@ -116,7 +118,23 @@ def _add_common(parser: argparse.ArgumentParser, *, data: bool = True, model: bo
 def _store(args: argparse.Namespace):
     from mrl_core.store import ResultStore
 
-    return ResultStore(args.store)
+    return ResultStore(args.store, job_id=args.job_id)
+
+
+def check_command(args: argparse.Namespace) -> None:
+    """The checks a command makes before any work, on the parsed arguments: the data source and model exist,
+    a training output is not already there. Raises the command's own ``DatasetError`` / ``ValueError``;
+    ``submit`` calls it so a job with bad input fails before it is queued."""
+    from mrl_core.data import check_source
+    from mrl_core.models import check_model_spec
+    from mrl_core.train import check_output
+
+    if getattr(args, "data", None) is not None:
+        check_source(args.data)
+    if args.command != "recommend" and getattr(args, "model", None) is not None:
+        check_model_spec(args.model)
+    if args.command == "train":
+        check_output(args.out, args.overwrite)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -131,7 +149,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         precisions=args.precisions,
         methods=args.methods,
         store=_store(args),
-        progress=StderrProgress("encoding"),
+        progress=args.progress("encoding"),
     )
     lines = [f"run {run_id}: {dataset.name}, model {args.model}"]
     for row in rows:
@@ -243,10 +261,10 @@ def _verify_recommendation(args: argparse.Namespace, planner) -> tuple[dict | No
     # Refuse a pick that cannot be built before loading and encoding anything.
     check_buildable(chosen, planner.context_["full_width"])
     store = _store(args)
-    embeddings = verification_embeddings(store, planner.context_, args.data, StderrProgress("encoding"))
+    embeddings = verification_embeddings(store, planner.context_, args.data, args.progress("encoding"))
     verification = verify_pick(
         chosen, embeddings, args.corpus_size, context=planner.context_, store=store,
-        progress=StderrProgress("verifying"),
+        progress=args.progress("verifying"),
     )
     return verification, verification_text(verification)
 
@@ -257,7 +275,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from mrl_core.encode import embed_dataset
 
     dataset = load_dataset(args.data)
-    embeddings = embed_dataset(dataset, args.model, StderrProgress("encoding"))
+    embeddings = embed_dataset(dataset, args.model, args.progress("encoding"))
     result = bench_dataset(
         dataset,
         embeddings,
@@ -266,7 +284,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         approximate_widths=args.approximate_widths,
         query_count=args.query_count,
         store=_store(args),
-        progress=StderrProgress("bench"),
+        progress=args.progress("bench"),
         index_types=args.index_types,
         precisions=args.precisions,
         batch_size=args.batch_size,
@@ -295,36 +313,41 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_funnel(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from mrl_core.data import load_dataset
     from mrl_core.encode import embed_dataset, encode_query
-    from mrl_core.funnel import FunnelSearcher, FunnelTuner, live_query, load_tuned_funnel, save_tuning, tuned_comparison
+    from mrl_core.funnel import FunnelSearcher, live_query, load_tuned_funnel, tune_funnel, tuned_comparison
 
     dataset = load_dataset(args.data)
-    embeddings = embed_dataset(dataset, args.model, StderrProgress("encoding"))
+    embeddings = embed_dataset(dataset, args.model, args.progress("encoding"))
     # Encode first: a model that cannot encode text should fail before minutes of tuning.
-    query_vector = encode_query(args.model, args.query)
+    query_vector = None if args.query is None else encode_query(args.model, args.query)
     store = _store(args)
     searcher = FunnelSearcher(embeddings.corpus)
     found = None if args.retune else load_tuned_funnel(
         store, model=args.model, dataset_fingerprint=dataset.fingerprint, target_recall=args.target_recall, k=args.k
     )
-    if found is not None:
-        funnel, funnel_run_id = found
-    else:
-        # Tune on the dataset's queries (at most 300, for time); a corpus without queries lends its own rows.
-        rng = np.random.default_rng(0)
-        pool = embeddings.queries if len(embeddings.queries) else embeddings.corpus
-        sample = pool[np.sort(rng.choice(len(pool), min(len(pool), 300), replace=False))]
-        tuner = FunnelTuner(args.target_recall, args.k).fit(searcher, sample, progress=StderrProgress("timing funnels"))
-        funnel_run_id = save_tuning(
-            store, tuner, model=args.model, model_fingerprint=embeddings.model_fingerprint, dataset=dataset.name,
-            dataset_fingerprint=dataset.fingerprint,
+    if found is None:
+        funnel_run_id = tune_funnel(
+            store, searcher, embeddings, model=args.model, dataset=dataset, target_recall=args.target_recall, k=args.k,
+            progress=args.progress("timing funnels"),
         )
-        funnel = tuner.best_
+        funnel, _ = load_tuned_funnel(
+            store, model=args.model, dataset_fingerprint=dataset.fingerprint, target_recall=args.target_recall, k=args.k
+        )
+    else:
+        funnel, funnel_run_id = found
     # The tuned pick beside exact search and the fastest standard index (full-width HNSW/IVF) at the target.
     comparison = tuned_comparison(store, funnel_run_id)
+    tuning_line = f"  tuning (run {funnel_run_id}): {comparison['verdict']}"
+    header = f"funnel {funnel.describe()} ({'tuned now' if found is None else 'stored'}, run {funnel_run_id})"
+    if query_vector is None:
+        payload = {
+            "model": args.model, "dataset": dataset.summary(), "target_recall": args.target_recall, "k": args.k,
+            "funnel_run_id": funnel_run_id, "tuned_now": found is None, "funnel": funnel.to_dicts(),
+            "description": funnel.describe(), "comparison": comparison,
+        }
+        _emit(args, payload, "\n".join([header, tuning_line]))
+        return 0
     answer = live_query(searcher, query_vector, funnel, k=args.k)
 
     def hits(ids: list[int], scores: list[float]) -> list[dict]:
@@ -362,10 +385,10 @@ def _cmd_funnel(args: argparse.Namespace) -> int:
         "faiss_version": answer["faiss_version"],
     }
     lines = [
-        f"funnel {funnel.describe()} ({'tuned now' if found is None else 'stored'}, run {funnel_run_id})",
+        header,
         f"  funnel {answer['funnel_ms']:.3f} ms (stages {', '.join(f'{ms:.3f}' for ms in answer['stage_ms'])}), "
         f"exact {answer['exact_ms']:.3f} ms, speedup {answer['speedup']:.2f}x, overlap@{args.k} {answer['overlap_at_k']:.2f}",
-        f"  tuning (run {funnel_run_id}): {comparison['verdict']}",
+        tuning_line,
     ]
     for hit in payload["results"]:
         lines.append(f"  {hit['rank']:>2}. {hit['doc_id']} {hit['score']:.4f} {hit['text'] or ''}")
@@ -394,7 +417,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         dims=args.dims,
         out=args.out,
         store=_store(args),
-        progress=StderrProgress("training"),
+        progress=args.progress("training"),
         **{key: value for key, value in params.items() if value is not None},
     )
     scores = ", ".join(f"{width}: {ndcg:.4f}" for width, ndcg in summary["trained_ndcg_at_10"].items())
@@ -402,9 +425,138 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_first_start(args: argparse.Namespace) -> int:
+    from mrl_core.first_start import FIRST_START_SOURCE, measure_first_start, missing_measurements
+
+    store = _store(args)
+    missing = missing_measurements(store)
+    result = measure_first_start(
+        store, missing=missing, step_progress=lambda step: args.progress(step), step_done=lambda step: None,
+    )
+    payload = {
+        "source": FIRST_START_SOURCE,
+        "measured": missing,
+        "evaluation_run_id": result.evaluation_run_id,
+        "bench_run_ids": [bench.run_id for bench in result.benches],
+    }
+    text = (
+        f"first start on {FIRST_START_SOURCE}: measured {', '.join(missing)}; evaluation run "
+        f"{result.evaluation_run_id}, bench runs {payload['bench_run_ids']}"
+        if missing else "the store already holds an evaluation and a benchmark; nothing to measure"
+    )
+    _emit(args, payload, text)
+    return 0
+
+
+def _job_record(job: dict) -> dict:
+    from mrl_core.jobs import log_tail, progress_text
+
+    fields = [
+        "job_id", "command", "args", "label", "status", "phase", "progress_done", "progress_total", "eta_s", "pid",
+        "host", "submitted_by", "submitted_at", "started_at", "finished_at", "exit_code", "error", "run_ids",
+        "log_path",
+    ]
+    import pandas as pd
+
+    # Missing numbers and times come back from the store as NaN / NaT: JSON null.
+    record = {field: (None if pd.api.types.is_scalar(job.get(field)) and pd.isna(job.get(field)) else job.get(field))
+              for field in fields}
+    record["progress"] = progress_text(job)
+    record["log_tail"] = log_tail(job)
+    record["result"] = job.get("result")
+    return record
+
+
+def _job_line(job: dict) -> str:
+    from mrl_core.jobs import progress_text
+
+    runs = ", ".join(map(str, job["run_ids"])) or "-"
+    return (
+        f"{int(job['job_id']):>4}  {job['status']:<10}  {job['label']:<40}  {progress_text(job):<36}  runs {runs}"
+    )
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from mrl_core.jobs import job_log_path, submit
+
+    # --json anywhere asks for submit's own JSON; the job always runs its command with --json.
+    argv = [part for part in args.argv if part != "--json"]
+    args.json = args.json or len(argv) < len(args.argv)
+    job_id = submit(argv)
+    store = _store(_parse_store_of(argv))
+    job = store.get_job(job_id)
+    _emit(
+        args, _job_record(job),
+        f"job {job_id} {job['status']}: {job['label']} (log {job_log_path(store, job_id)}); "
+        f"follow it with: python -m mrl_core jobs {job_id} --follow",
+    )
+    return 0
+
+
+def _parse_store_of(argv: list[str]) -> argparse.Namespace:
+    """The --store a job's command line names (None: the default store)."""
+    store = argv[argv.index("--store") + 1] if "--store" in argv[:-1] else None
+    return argparse.Namespace(store=store, job_id=None)
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from mrl_core.jobs import log_tail, progress_text
+    from mrl_core.store import ACTIVE_JOB_STATUSES
+
+    store = _store(args)
+    if args.job is None:
+        jobs = store.jobs()
+        records = [_job_record(job) for job in jobs.to_dict("records")]
+        text = "\n".join(_job_line(job) for job in jobs.to_dict("records")) if len(jobs) else "no jobs"
+        _emit(args, {"jobs": records}, text)
+        return 0
+    job = _get_job(store, args.job)
+    if args.follow:
+        shown = None
+        while job["status"] in ACTIVE_JOB_STATUSES:
+            line = f"job {args.job} {job['status']}: {progress_text(job)}"
+            if line != shown and not args.json:
+                print(line, flush=True)
+                shown = line
+            time.sleep(1.0)
+            job = store.get_job(args.job)
+    record = _job_record(job)
+    lines = [_job_line(job), f"  submitted by {job['submitted_by']}, log {job['log_path']}"]
+    if job.get("error"):
+        lines.append(f"  error: {job['error']}")
+    tail = log_tail(job, 5)
+    if tail:
+        lines += ["  log:"] + [f"    {line}" for line in tail.splitlines()]
+    _emit(args, record, "\n".join(lines))
+    return 0 if job["status"] == "finished" or not args.follow else 1
+
+
+def _get_job(store, job_id: int) -> dict:
+    try:
+        return store.get_job(job_id)
+    except KeyError as error:
+        raise ValueError(error.args[0]) from None
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    from mrl_core.jobs import cancel
+
+    store = _store(args)
+    before = _get_job(store, args.job)["status"]
+    job = cancel(store, args.job, grace_s=args.grace_s)
+    ended_before = before not in ("queued", "running")
+    text = (
+        f"job {args.job} had already ended: {job['status']}" if ended_before
+        else f"job {args.job} {job['status']}"
+        + (f"; its runs {', '.join(map(str, job['run_ids']))} are marked cancelled, their rows dropped" if job["run_ids"] else "")
+    )
+    _emit(args, _job_record(job), text)
+    return 1 if ended_before else 0
+
+
 def _cmd_runs(args: argparse.Namespace) -> int:
     runs = _store(args).list_runs(args.kind)
-    columns = ["run_id", "kind", "status", "model", "dataset", "corpus_size", "started_at", "finished_at"]
+    columns = ["run_id", "kind", "status", "model", "dataset", "corpus_size", "job_id", "started_at", "finished_at"]
     records = runs[columns].to_dict(orient="records")
     _emit(args, {"runs": records}, runs[columns].to_string(index=False) if len(runs) else "no runs")
     return 0
@@ -478,7 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     funnel = commands.add_parser("funnel", help="one query through the auto-tuned funnel and exact search, side by side")
     _add_common(funnel)
-    funnel.add_argument("--query", required=True, help="query text")
+    funnel.add_argument("--query", default=None,
+                        help="query text (none: tune and store the funnel only, as a background job would)")
     funnel.add_argument("--target-recall", type=float, default=0.99, help="recall@k against exact search the funnel must keep")
     funnel.add_argument("--k", type=int, default=10, help="results")
     funnel.add_argument("--retune", action="store_true", help="tune again even if the store holds a tuned funnel")
@@ -504,17 +657,59 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     train.set_defaults(handler=_cmd_train)
 
+    first_start = commands.add_parser(
+        "first-start", help="evaluate and benchmark the built-in data where the store lacks it (what the app's first "
+        "start runs: about ten minutes on 2 cores, most of it the 1M-row benchmark)"
+    )
+    _add_common(first_start, data=False, model=False)
+    first_start.set_defaults(handler=_cmd_first_start)
+
     runs = commands.add_parser("runs", help="list the runs in the store")
     _add_common(runs, data=False, model=False)
     runs.add_argument("--kind", choices=["evaluate", "train", "bench", "funnel", "verify"], default=None)
     runs.set_defaults(handler=_cmd_runs)
 
+    submit = commands.add_parser(
+        "submit", help="run a command as a background job and print its id at once",
+        description="Run COMMAND (evaluate, train, bench, funnel, recommend --verify, first-start) with its own "
+        "arguments in a process of its own: it goes on when the terminal or browser tab that started it closes. "
+        "At most $MRL_MAX_JOBS jobs run at once (default one per two cores), the rest wait in order. Its "
+        "--store picks the store that records it. Bad arguments fail here, before anything is queued.",
+    )
+    submit.add_argument("--json", action="store_true", help="print one JSON object (the job's record)")
+    submit.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND ...", help="the command and its arguments")
+    submit.set_defaults(handler=_cmd_submit, store=None)
+
+    jobs = commands.add_parser("jobs", help="list background jobs newest first, or show one (--follow: until it ends)")
+    _add_common(jobs, data=False, model=False)
+    jobs.add_argument("job", type=int, nargs="?", default=None, metavar="JOB_ID", help="one job")
+    jobs.add_argument("--follow", action="store_true", help="print its progress until it ends (exit 1 unless finished)")
+    jobs.set_defaults(handler=_cmd_jobs)
+
+    cancel = commands.add_parser(
+        "cancel", help="stop a job: SIGTERM, SIGKILL after a grace period; its unfinished runs drop their rows"
+    )
+    _add_common(cancel, data=False, model=False)
+    cancel.add_argument("job", type=int, metavar="JOB_ID")
+    cancel.add_argument("--grace-s", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
+    cancel.set_defaults(handler=_cmd_cancel)
+
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, progress=None, job_id: int | None = None) -> int:
+    """Run one command; returns its exit status (2: bad input, with 'error: ...' on stderr).
+
+    Args:
+        argv: the command line after ``python -m mrl_core`` (None: ``sys.argv[1:]``).
+        progress: makes each phase's ``progress(done, total)`` from its label (default ``StderrProgress``);
+            a background job passes one that also records progress in the store.
+        job_id: the background job this command runs as, recorded on the runs it stores.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.progress = progress or StderrProgress
+    args.job_id = job_id
     from mrl_core.data import DatasetError
     from mrl_core.store import StoreError
 

@@ -86,8 +86,12 @@ def _cached(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
     matrix = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial.npy")
-    np.save(partial, matrix)
-    partial.replace(path)
+    try:
+        np.save(partial, matrix)
+        partial.replace(path)
+    finally:
+        # A cancelled or failed write leaves no partial file behind.
+        partial.unlink(missing_ok=True)
     return matrix
 
 

@@ -1,18 +1,19 @@
 """The first start: measure the built-in data once, so a fresh store holds quality and latency to plan with.
 
 A store with no finished evaluation gets one of ``builtin:quick`` with the base model at every width,
-precision and method; a store with no finished benchmark gets one of the same embeddings at
-``bench.DATASET_BENCH_CORPUS_SIZES`` (up to 1M rows drawn to match the data), with HNSW and IVF at
-``bench.DATASET_BENCH_APPROXIMATE_WIDTHS``. Later starts find both and measure nothing. The app runs this on
-its first screen; progress goes to callbacks, one per step.
+precision and method; each of ``bench.DATASET_BENCH_CORPUS_SIZES`` (up to 1M rows drawn to match the data)
+that no finished benchmark has measured gets a benchmark of the same embeddings, one run per size, smallest
+first, with HNSW and IVF at ``bench.DATASET_BENCH_APPROXIMATE_WIDTHS``: the planner works from the first
+sizes while the 1M one is measured. Later starts find everything and measure nothing. The app runs this as
+a background job (``python -m mrl_core first-start``); progress goes to callbacks, one per step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Collection, Literal
 
-from mrl_core.bench import BenchResult, bench_dataset
+from mrl_core.bench import DATASET_BENCH_CORPUS_SIZES, BenchResult, bench_dataset
 from mrl_core.data import load_dataset
 from mrl_core.dataset import RetrievalDataset
 from mrl_core.encode import embed_dataset
@@ -35,15 +36,29 @@ the benchmark times; ``bench``: time every index."""
 
 @dataclass
 class FirstStartResult:
-    """What the first start stored: the evaluation run's id and the benchmark, each None when not needed."""
+    """What the first start stored: the evaluation run's id (None when not needed) and one benchmark per size
+    measured, smallest first."""
 
     evaluation_run_id: int | None = None
-    bench: BenchResult | None = None
+    benches: list[BenchResult] = field(default_factory=list)
+
+
+def missing_bench_sizes(store: ResultStore) -> list[int]:
+    """Those of ``DATASET_BENCH_CORPUS_SIZES`` no finished benchmark has measured, smallest first."""
+    latency = store.rows("latency")
+    measured = set(latency.loc[latency["status"] == "finished", "corpus_size"].astype(int)) if len(latency) else set()
+    return [size for size in sorted(DATASET_BENCH_CORPUS_SIZES) if size not in measured]
 
 
 def missing_measurements(store: ResultStore) -> list[MeasurementKind]:
-    """The run kinds the store holds no finished run of, in the order the first start measures them."""
-    return [kind for kind in MEASUREMENT_KINDS if store.latest_run(kind) is None]
+    """What the store lacks, in the order the first start measures it: 'evaluate' (no finished evaluation),
+    'bench' (a first-start corpus size no finished benchmark measured)."""
+    missing: list[MeasurementKind] = []
+    if store.latest_run("evaluate") is None:
+        missing.append("evaluate")
+    if missing_bench_sizes(store):
+        missing.append("bench")
+    return missing
 
 
 def measure_first_start(
@@ -61,7 +76,7 @@ def measure_first_start(
         dataset: ``builtin:quick`` when already loaded (the app caches it); None loads it.
         missing: the kinds to measure (``MEASUREMENT_KINDS``); None asks ``missing_measurements``.
         step_progress: called as each step starts; returns that step's ``progress(done, total)`` or None.
-        step_done: called as each of the 'evaluate' and 'bench' steps ends.
+        step_done: called as each of the 'evaluate' and 'bench' steps ends (after the last size).
 
     Returns:
         A ``FirstStartResult``.
@@ -88,8 +103,13 @@ def measure_first_start(
     if "bench" in missing:
         # Cached on disk by the evaluation; encoded here only when the store was evaluated elsewhere.
         embeddings = embed_dataset(dataset, FIRST_START_MODEL, step_progress("embed"))
-        result.bench = bench_dataset(
-            dataset, embeddings, widths=FIRST_START_WIDTHS, store=store, progress=step_progress("bench")
-        )
+        # One run per size, so each lands in the store (and the planner uses it) as soon as it is measured.
+        for size in missing_bench_sizes(store):
+            result.benches.append(
+                bench_dataset(
+                    dataset, embeddings, widths=FIRST_START_WIDTHS, corpus_sizes=[size], store=store,
+                    progress=step_progress("bench"),
+                )
+            )
         step_done("bench")
     return result

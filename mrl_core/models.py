@@ -38,10 +38,22 @@ def _hash_files(root: Path | None, files: list[Path]) -> str:
     return _fingerprints[signature]
 
 
+def check_model_spec(spec: str) -> None:
+    """Raise the ValueError ``model_fingerprint`` would for a spec that names no model, without reading it."""
+    if spec in ("base", "precomputed"):
+        return
+    if not Path(spec).exists():
+        raise ValueError(
+            f"model {spec!r}: no such file or folder ({Path(spec)}); expected 'base', 'precomputed', a saved "
+            "sentence-transformers folder or a saved adaptor file"
+        )
+
+
 def model_fingerprint(spec: str) -> str:
     """A short content hash of a model spec: the same weights give the same fingerprint."""
     if spec == "precomputed":
         return "precomputed"
+    check_model_spec(spec)
     path = base_model_path() if spec == "base" else Path(spec)
     if path.is_dir():
         weights_and_config = [
@@ -49,9 +61,4 @@ def model_fingerprint(spec: str) -> str:
             if file.is_file() and file.suffix in {".safetensors", ".bin", ".json", ".txt"}
         ]
         return _hash_files(path, weights_and_config)
-    if path.is_file():
-        return _hash_files(None, [path])
-    raise ValueError(
-        f"model {spec!r}: no such file or folder ({path}); expected 'base', 'precomputed', a saved "
-        "sentence-transformers folder or a saved adaptor file"
-    )
+    return _hash_files(None, [path])

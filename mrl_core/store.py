@@ -22,6 +22,7 @@ from typing import Iterable, Iterator, NamedTuple
 import duckdb
 import numpy as np
 import pandas as pd
+import psutil
 
 from mrl_core.paths import default_store_path
 
@@ -79,6 +80,8 @@ CREATE TABLE IF NOT EXISTS latency (
 );
 -- Stores made before approximate indexes were measured with their recall.
 ALTER TABLE latency ADD COLUMN IF NOT EXISTS recall_at_10 DOUBLE;
+-- The background job (mrl_core.jobs) a run was produced by; NULL for a command run in the foreground.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS job_id BIGINT;
 CREATE TABLE IF NOT EXISTS funnels (
     run_id BIGINT NOT NULL,
     corpus_size BIGINT NOT NULL,
@@ -108,6 +111,31 @@ CREATE TABLE IF NOT EXISTS verifications (
     measured_recall_at_10 DOUBLE,
     details JSON
 );
+CREATE SEQUENCE IF NOT EXISTS job_id_seq START 1;
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id BIGINT PRIMARY KEY DEFAULT nextval('job_id_seq'),
+    command VARCHAR NOT NULL,
+    args JSON NOT NULL,
+    label VARCHAR,
+    status VARCHAR NOT NULL,
+    phase VARCHAR,
+    progress_done BIGINT,
+    progress_total BIGINT,
+    eta_s DOUBLE,
+    log_path VARCHAR,
+    log_tail VARCHAR,
+    pid INTEGER,
+    pid_started DOUBLE,
+    host VARCHAR,
+    submitted_by VARCHAR,
+    submitted_at TIMESTAMP,
+    started_at TIMESTAMP,
+    finished_at TIMESTAMP,
+    updated_at TIMESTAMP,
+    exit_code INTEGER,
+    error VARCHAR,
+    result JSON
+);
 """
 
 TABLE_COLUMNS = {
@@ -128,12 +156,17 @@ TABLE_COLUMNS = {
         "predicted_p95_ms", "measured_p95_ms", "predicted_recall_at_10", "measured_recall_at_10", "details",
     ],
 }
-JSON_COLUMNS = {"params", "versions", "summary", "details", "stages"}
+JSON_COLUMNS = {"params", "versions", "summary", "details", "stages", "args", "result"}
 LOCK_MESSAGES = ("Could not set lock", "Conflicting lock", "lock on file")
 
 
 class StoreError(RuntimeError):
     """The store could not be read or written; the message says which file and why."""
+
+
+class RunCancelled(BaseException):
+    """Raised in a job's process when the job is cancelled (``mrl_core.jobs``): ``ResultStore.run`` then
+    drops the run's rows and marks it 'cancelled'. A BaseException, so ``except Exception`` does not swallow it."""
 
 
 class EvaluatedPair(NamedTuple):
@@ -159,16 +192,31 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _pid_alive(pid: int | None) -> bool:
+def process_alive(pid: int | None, started: float | None = None) -> bool:
+    """Whether process ``pid`` on this host still runs: not a zombie, and, when ``started`` (its creation
+    time, ``psutil.Process.create_time()``) is given, not a later process that reused the id."""
     if not pid:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(int(pid))
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(process.create_time() - float(started)) < 1.0
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
+
+
+JOB_STATUSES = ("queued", "running", "finished", "failed", "cancelled", "unfinished")
+"""A job's life: queued, then running, then one of the last four ('unfinished': its process vanished)."""
+ACTIVE_JOB_STATUSES = ("queued", "running")
+JOB_FIELDS = {
+    "label", "status", "phase", "progress_done", "progress_total", "eta_s", "log_path", "log_tail", "pid",
+    "pid_started", "host", "started_at", "finished_at", "exit_code", "error", "result",
+}
+# A job's process records its pid right after it is spawned; until then it is 'starting', not gone.
+JOB_START_GRACE_S = 60.0
 
 
 class ResultStore:
@@ -177,11 +225,13 @@ class ResultStore:
     Args:
         path: the DuckDB file; created with its schema on first write.
         lock_timeout_s: how long a call waits for another process's lock before it fails.
+        job_id: the background job (``mrl_core.jobs``) this process runs, recorded on every run it starts.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, lock_timeout_s: float = 60.0):
+    def __init__(self, path: str | os.PathLike | None = None, lock_timeout_s: float = 60.0, job_id: int | None = None):
         self.path = Path(path) if path is not None else default_store_path()
         self.lock_timeout_s = lock_timeout_s
+        self.job_id = job_id
         self._schema_ready = False
 
     # -- connection handling -------------------------------------------------------------------
@@ -237,12 +287,12 @@ class ResultStore:
         with self._connect() as connection:
             row = connection.execute(
                 """INSERT INTO runs (kind, model, model_fingerprint, dataset, dataset_fingerprint, corpus_size,
-                       query_count, params, versions, threads, status, pid, host, started_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?) RETURNING run_id""",
+                       query_count, params, versions, threads, status, pid, host, started_at, job_id)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?) RETURNING run_id""",
                 [
                     kind, model, model_fingerprint, dataset, dataset_fingerprint, corpus_size, query_count,
                     json.dumps(params or {}), json.dumps(library_versions()), threads, os.getpid(),
-                    socket.gethostname(), datetime.now(),
+                    socket.gethostname(), datetime.now(), self.job_id,
                 ],
             ).fetchone()
         return int(row[0])
@@ -278,12 +328,34 @@ class ResultStore:
                 [status, json.dumps(summary) if summary is not None else None, error, datetime.now(), run_id],
             )
 
+    def cancel_runs(self, run_ids: Iterable[int]) -> None:
+        """Drop the rows of unfinished runs and mark them 'cancelled', in one transaction (a cancelled run
+        leaves no half-written rows behind; its record stays in the history)."""
+        ids = [int(run_id) for run_id in run_ids]
+        if not ids:
+            return
+        marks = ", ".join("?" * len(ids))
+        with self._connect() as connection:
+            connection.execute("BEGIN")
+            for table in TABLE_COLUMNS:
+                connection.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", ids)
+            connection.execute(
+                f"UPDATE runs SET status = 'cancelled', finished_at = ? WHERE run_id IN ({marks}) "
+                "AND status NOT IN ('finished', 'failed')",
+                [datetime.now(), *ids],
+            )
+            connection.execute("COMMIT")
+
     @contextmanager
     def run(self, kind: str, **run_fields) -> Iterator[int]:
-        """Start a run, yield its id, and mark it finished, or failed with the error, when the block ends."""
+        """Start a run, yield its id, and mark it finished, or failed with the error, when the block ends
+        (cancelled, its rows dropped, when the block ends with ``RunCancelled``)."""
         run_id = self.start_run(kind, **run_fields)
         try:
             yield run_id
+        except RunCancelled:
+            self.cancel_runs([run_id])
+            raise
         except BaseException as error:
             self.finish_run(run_id, status="failed", error=f"{type(error).__name__}: {error}")
             raise
@@ -307,7 +379,7 @@ class ResultStore:
         if len(runs):
             this_host = socket.gethostname()
             dead = (runs["status"] == "running") & runs.apply(
-                lambda run: run["host"] == this_host and not _pid_alive(run["pid"]), axis=1
+                lambda run: run["host"] == this_host and not process_alive(run["pid"]), axis=1
             )
             runs.loc[dead, "status"] = "unfinished"
         return runs
@@ -418,3 +490,131 @@ class ResultStore:
             parameters.append(dataset_fingerprint)
         runs = self._query(sql + " ORDER BY run_id DESC LIMIT 1", parameters)
         return None if runs.empty else runs.iloc[0].to_dict()
+
+    # -- background jobs (mrl_core.jobs runs them; these are their records) -----------------------
+    def add_job(self, command: str, args: list[str], *, label: str | None = None, submitted_by: str | None = None) -> int:
+        """Record a job as 'queued' and return its id."""
+        with self._connect() as connection:
+            row = connection.execute(
+                """INSERT INTO jobs (command, args, label, status, host, submitted_by, submitted_at, updated_at)
+                   VALUES (?, ?, ?, 'queued', ?, ?, ?, ?) RETURNING job_id""",
+                [command, json.dumps(args), label, socket.gethostname(), submitted_by, datetime.now(), datetime.now()],
+            ).fetchone()
+        return int(row[0])
+
+    def update_job(self, job_id: int, **fields) -> None:
+        """Set fields of a job's record (``JOB_FIELDS``); ``result`` is stored as JSON."""
+        unknown = set(fields) - JOB_FIELDS
+        if unknown:
+            raise ValueError(f"job fields {sorted(unknown)}: expected some of {sorted(JOB_FIELDS)}")
+        names = list(fields) + ["updated_at"]
+        values = [json.dumps(value, default=str) if name == "result" and value is not None else value
+                  for name, value in fields.items()] + [datetime.now()]
+        with self._connect() as connection:
+            connection.execute(
+                f"UPDATE jobs SET {', '.join(f'{name} = ?' for name in names)} WHERE job_id = ?", [*values, int(job_id)]
+            )
+
+    def finish_job(self, job_id: int, status: str, **fields) -> None:
+        """End a job that is still queued or running (a job already ended keeps its status)."""
+        if status not in JOB_STATUSES[2:]:
+            raise ValueError(f"status={status!r}: expected one of {JOB_STATUSES[2:]}")
+        values = {"finished_at": datetime.now(), **fields}
+        if "result" in values and values["result"] is not None:
+            values["result"] = json.dumps(values["result"], default=str)
+        names = list(values)
+        with self._connect() as connection:
+            connection.execute(
+                f"UPDATE jobs SET status = ?, updated_at = ?, {', '.join(f'{name} = ?' for name in names)} "
+                f"WHERE job_id = ? AND status IN {ACTIVE_JOB_STATUSES}",
+                [status, datetime.now(), *values.values(), int(job_id)],
+            )
+
+    def claim_job(self, job_id: int, max_running: int) -> str:
+        """Start a queued job when it is first in line and fewer than ``max_running`` jobs run.
+
+        One transaction: jobs whose process is gone are marked 'unfinished' first, so they hold no slot.
+
+        Returns:
+            'running' when the job may start now, 'queued' when it must wait, or its final status when it
+            ended meanwhile (cancelled while queued).
+        """
+        with self._connect() as connection:
+            connection.execute("BEGIN")
+            self._mark_vanished_jobs(connection)
+            status = connection.execute("SELECT status FROM jobs WHERE job_id = ?", [int(job_id)]).fetchone()
+            if status is None:
+                connection.execute("ROLLBACK")
+                raise KeyError(f"no job {job_id} in {self.path}")
+            if status[0] != "queued":
+                connection.execute("COMMIT")
+                return str(status[0])
+            running, first = connection.execute(
+                "SELECT count(*) FILTER (WHERE status = 'running'), min(job_id) FILTER (WHERE status = 'queued') FROM jobs"
+            ).fetchone()
+            if running >= max_running or first != int(job_id):
+                connection.execute("COMMIT")
+                return "queued"
+            connection.execute(
+                "UPDATE jobs SET status = 'running', started_at = ?, updated_at = ? WHERE job_id = ?",
+                [datetime.now(), datetime.now(), int(job_id)],
+            )
+            connection.execute("COMMIT")
+        return "running"
+
+    def _mark_vanished_jobs(self, connection: duckdb.DuckDBPyConnection) -> None:
+        """Mark queued or running jobs of this host whose process is gone as 'unfinished' (and their running runs)."""
+        active = connection.execute(
+            f"SELECT job_id, pid, pid_started, submitted_at FROM jobs WHERE status IN {ACTIVE_JOB_STATUSES} AND host = ?",
+            [socket.gethostname()],
+        ).fetchall()
+        now = datetime.now()
+        vanished = [
+            job_id for job_id, pid, started, submitted_at in active
+            if (pid is None and (now - submitted_at).total_seconds() > JOB_START_GRACE_S)
+            or (pid is not None and not process_alive(pid, started))
+        ]
+        for job_id in vanished:
+            connection.execute(
+                "UPDATE jobs SET status = 'unfinished', finished_at = ?, updated_at = ?, "
+                "error = coalesce(error, 'its process ended without reporting (killed, or the machine restarted)') "
+                f"WHERE job_id = ? AND status IN {ACTIVE_JOB_STATUSES}",
+                [now, now, job_id],
+            )
+
+    def jobs(self, job_ids: Iterable[int] | None = None, *, statuses: Iterable[str] | None = None) -> pd.DataFrame:
+        """Jobs newest first (a job whose process vanished is marked 'unfinished' first), each with the ids of
+        the runs it produced (``run_ids``)."""
+        with self._connect() as connection:
+            connection.execute("BEGIN")
+            self._mark_vanished_jobs(connection)
+            connection.execute("COMMIT")
+        sql = (
+            "SELECT j.*, coalesce(list(r.run_id ORDER BY r.run_id) FILTER (WHERE r.run_id IS NOT NULL), []) AS run_ids "
+            "FROM jobs j LEFT JOIN runs r USING (job_id)"
+        )
+        conditions, parameters = [], []
+        if job_ids is not None:
+            ids = [int(job_id) for job_id in job_ids]
+            if not ids:
+                conditions.append("false")
+            else:
+                conditions.append(f"j.job_id IN ({', '.join('?' * len(ids))})")
+                parameters += ids
+        if statuses is not None:
+            wanted = list(statuses)
+            conditions.append(f"j.status IN ({', '.join('?' * len(wanted))})" if wanted else "false")
+            parameters += wanted
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        frame = self._query(sql + " GROUP BY ALL ORDER BY j.job_id DESC", parameters)
+        frame["run_ids"] = frame["run_ids"].map(lambda ids: [int(run_id) for run_id in ids])
+        return frame
+
+    def get_job(self, job_id: int) -> dict:
+        """One job as a dict; KeyError when there is none with that id."""
+        jobs = self.jobs([job_id])
+        if jobs.empty:
+            raise KeyError(f"no job {job_id} in {self.path}")
+        return jobs.iloc[0].to_dict()
+

@@ -91,7 +91,10 @@ def _check_positive(name: str, value, *, integer: bool) -> None:
         raise ValueError(f"{name}={value!r}: expected a positive {'integer' if integer else 'number'}")
 
 
-def _check_output(path: Path, overwrite: bool) -> None:
+def check_output(path: Path, overwrite: bool) -> None:
+    """Refuse to write over an existing output unless told to (checked before any training, and before a
+    training job is queued)."""
+    path = Path(path)
     if path.exists() and not overwrite:
         raise ValueError(f"{path} already exists; choose another output path or pass overwrite=True (--overwrite)")
 
@@ -256,7 +259,7 @@ def train_full(
     if batch_size < 2:
         raise ValueError(f"batch_size={batch_size}: in-batch negatives need at least 2 pairs per batch")
     pairs, dropped = training_pairs(dataset, batch_size)
-    _check_output(out_dir, overwrite)
+    check_output(out_dir, overwrite)
     model_path = base_model_path() if base_model == "base" else Path(base_model)
     if not (model_path / "modules.json").exists() and not (model_path / "config.json").exists():
         raise ValueError(f"model {base_model!r}: {model_path} is not a saved sentence-transformers folder")
@@ -449,7 +452,7 @@ def train_adaptor(
     dropped = 0
     if supervised and dataset.train_pairs and not dataset.is_precomputed:
         pairs, dropped = training_pairs(dataset, batch_size=2)
-    _check_output(out_path, overwrite)
+    check_output(out_path, overwrite)
 
     started = time.perf_counter()
     corpus = embed_dataset(dataset, base_model).corpus

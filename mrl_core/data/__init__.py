@@ -24,6 +24,7 @@ __all__ = [
     "DatasetError",
     "RetrievalDataset",
     "content_fingerprint",
+    "check_source",
     "load_dataset",
     "load_uploaded",
     "split_pairs",
@@ -103,22 +104,36 @@ def load_dataset(
         (2, 2)
     """
     source_text = os.fspath(source)
+    check_source(source_text)
     if source_text == "builtin" or source_text.startswith("builtin:"):
         return _load_builtin(source_text)
     path = Path(source_text)
     if path.is_dir():
         return _load_bundle(_FolderFiles(path, source_text), name=path.resolve().name, source=source_text)
-    if not path.is_file():
-        raise DatasetError(
-            f"{source_text}: no such file or folder; expected a BEIR folder or .zip, a pairs, corpus or "
-            "embeddings file, or 'builtin'"
-        )
     return _load_file(
         _FolderFiles(path.parent, os.path.dirname(source_text)),
         path.name,
         source=source_text,
         max_uncompressed_bytes=max_uncompressed_bytes,
     )
+
+
+def check_source(source: str | os.PathLike) -> None:
+    """Raise the ``DatasetError`` ``load_dataset`` would for a source that names nothing loadable (an unknown
+    built-in, a missing path), without reading it: what a background job checks before it is queued."""
+    source_text = os.fspath(source)
+    if source_text == "builtin" or source_text.startswith("builtin:"):
+        if source_text not in _BUILTIN_VARIANTS:
+            raise DatasetError(
+                f"{source_text}: unknown built-in dataset; expected one of {', '.join(_BUILTIN_VARIANTS)}"
+            )
+        return
+    path = Path(source_text)
+    if not path.is_dir() and not path.is_file():
+        raise DatasetError(
+            f"{source_text}: no such file or folder; expected a BEIR folder or .zip, a pairs, corpus or "
+            "embeddings file, or 'builtin'"
+        )
 
 
 def load_uploaded(
@@ -155,8 +170,6 @@ def load_uploaded(
 
 
 def _load_builtin(source: str) -> RetrievalDataset:
-    if source not in _BUILTIN_VARIANTS:
-        raise DatasetError(f"{source}: unknown built-in dataset; expected one of {', '.join(_BUILTIN_VARIANTS)}")
     return build_builtin(_BUILTIN_VARIANTS[source])
 
 

@@ -15,7 +15,14 @@ full-width vectors at the efSearch / lists probed that meet the target), so that
 against both, with the RAM and disk each needs per vector.
 """
 
-from mrl_core.funnel.records import funnel_rows, load_tuned_funnel, save_tuning, tuned_comparison
+from mrl_core.funnel.records import (
+    TUNING_QUERY_COUNT,
+    funnel_rows,
+    load_tuned_funnel,
+    save_tuning,
+    tune_funnel,
+    tuned_comparison,
+)
 from mrl_core.funnel.searcher import FunnelSearcher
 from mrl_core.funnel.stages import Funnel, FunnelResult, FunnelStage
 from mrl_core.funnel.timing import live_query, time_funnel, time_round_robin
@@ -32,6 +39,7 @@ __all__ = [
     "MAX_BUILD_ROWS",
     "MIN_SPEEDUP_OVER_EXACT",
     "STANDARD_INDEX_TYPES",
+    "TUNING_QUERY_COUNT",
     "Funnel",
     "FunnelResult",
     "FunnelSearcher",
@@ -45,5 +53,6 @@ __all__ = [
     "shortlist_grid",
     "time_funnel",
     "time_round_robin",
+    "tune_funnel",
     "tuned_comparison",
 ]

@@ -3,9 +3,34 @@
 from __future__ import annotations
 
 import faiss
+import numpy as np
 
+from mrl_core.funnel.searcher import FunnelSearcher
 from mrl_core.funnel.stages import Funnel
 from mrl_core.funnel.tuner import FunnelTuner
+from mrl_core.progress import Progress
+
+TUNING_QUERY_COUNT = 300
+"""Queries a funnel is tuned on, at most: a fixed random sample of the dataset's queries (or corpus rows)."""
+
+
+def tune_funnel(
+    store, searcher: FunnelSearcher, embeddings, *, model: str, dataset, target_recall: float, k: int,
+    progress: Progress | None = None,
+) -> int:
+    """Tune a funnel for ``target_recall`` at ``k`` on a dataset's queries and store it; return the run id.
+
+    The tuner sees at most ``TUNING_QUERY_COUNT`` queries, a seeded random sample; a corpus without queries
+    lends its own rows. ``embeddings`` is the dataset's ``DatasetEmbeddings`` under ``model``.
+    """
+    rng = np.random.default_rng(0)
+    pool = embeddings.queries if len(embeddings.queries) else embeddings.corpus
+    sample = pool[np.sort(rng.choice(len(pool), min(len(pool), TUNING_QUERY_COUNT), replace=False))]
+    tuner = FunnelTuner(target_recall, k).fit(searcher, sample, progress=progress)
+    return save_tuning(
+        store, tuner, model=model, model_fingerprint=embeddings.model_fingerprint, dataset=dataset.name,
+        dataset_fingerprint=dataset.fingerprint,
+    )
 
 
 def funnel_rows(tuner: FunnelTuner) -> list[dict]:
