@@ -401,8 +401,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from mrl_core.train import run_training
 
     dataset = load_dataset(args.data)
-    if not dataset.train_pairs and dataset.has_labels:
-        # A pairs table: hold out a fixed share of its queries for evaluation, train on the rest.
+    if not dataset.train_pairs and dataset.has_labels and not dataset.is_precomputed:
+        # A pairs table: hold out a fixed share of its queries for evaluation, train on the rest (embeddings
+        # carry no texts to split: an adaptor learns from their corpus rows).
         dataset = split_pairs(dataset)
     params = {"epochs": args.epochs, "learning_rate": args.learning_rate, "overwrite": args.overwrite}
     if args.mode == "full":
@@ -714,6 +715,9 @@ def main(argv: list[str] | None = None, *, progress=None, job_id: int | None = N
     from mrl_core.store import StoreError
 
     try:
+        # The same checks a job's submit makes, so both refuse bad input with the same message.
+        if args.command not in ("submit", "jobs", "cancel", "runs"):
+            check_command(args)
         return args.handler(args)
     except (DatasetError, StoreError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
