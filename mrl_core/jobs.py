@@ -45,8 +45,12 @@ JOB_COMMANDS = ("evaluate", "train", "bench", "funnel", "recommend", "first-star
 MAX_RUNNING_ENV = "MRL_MAX_JOBS"
 CANCEL_GRACE_S = 10.0
 """Seconds ``cancel`` waits after SIGTERM before SIGKILL."""
-QUEUE_POLL_S = 0.5
+KILL_WAIT_S = 10.0
+QUEUE_POLL_S = (0.5, 2.0)
+"""A queued job asks for a slot after 0.5 s, then less often, up to every 2 s (each ask opens the store)."""
 PROGRESS_EVERY_S = 1.0
+PROGRESS_LOCK_WAIT_S = 2.0
+"""How long a progress write waits for the store before it is skipped (the work must not wait on it)."""
 LOG_TAIL_LINES = 20
 
 
@@ -109,11 +113,10 @@ def check_job(argv: list[str]) -> argparse.Namespace:
     """
     from mrl_core.cli import build_parser, check_command
 
-    if not argv or argv[0] not in JOB_COMMANDS:
-        raise ValueError(
-            f"{argv[0] if argv else '(nothing)'}: not a command a job can run; expected one of {', '.join(JOB_COMMANDS)}"
-        )
+    # argparse first: an unknown command gets the message `python -m mrl_core` itself gives.
     args = build_parser().parse_args(argv)
+    if args.command not in JOB_COMMANDS:
+        raise ValueError(f"{args.command}: not a command a job can run; expected one of {', '.join(JOB_COMMANDS)}")
     if args.command == "recommend" and not args.verify:
         raise ValueError("recommend: only `recommend --verify` is long enough to be a job; run it directly")
     check_command(args)
@@ -147,12 +150,10 @@ def submit(argv: list[str], *, submitted_by: str | None = None, label: str | Non
     )
     log_path = job_log_path(store, job_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    environment = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "mrl_core.jobs", str(job_id), str(store.path.resolve())],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env=environment, cwd=os.getcwd(),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd(),
         )
     # Reap the child when it ends while this process lives (a long-lived app server), so a killed job is not
     # left a zombie that looks alive; a CLI submit exits first and init reaps it.
@@ -170,7 +171,8 @@ class JobProgress:
     phase, done, total and the phase's ETA to the job's record at most once a second."""
 
     def __init__(self, store: ResultStore, job_id: int):
-        self.store = store
+        # Its own store object with a short lock wait: a progress write that meets a busy store is skipped.
+        self.store = ResultStore(store.path, lock_timeout_s=PROGRESS_LOCK_WAIT_S, job_id=job_id)
         self.job_id = job_id
         self._last_write = 0.0
         self._last_print = 0.0
@@ -210,8 +212,11 @@ def run_job(job_id: int, store_path: str | os.PathLike) -> int:
 
     try:
         slots = max_running()
-        while (status := store.claim_job(job_id, slots)) == "queued":
-            time.sleep(QUEUE_POLL_S)
+        pid, pid_started = os.getpid(), psutil.Process().create_time()
+        wait_s = QUEUE_POLL_S[0]
+        while (status := store.claim_job(job_id, slots, pid=pid, pid_started=pid_started)) == "queued":
+            time.sleep(wait_s)
+            wait_s = min(wait_s * 1.5, QUEUE_POLL_S[1])
         if status != "running":
             return 0
         job = store.get_job(job_id)
@@ -307,13 +312,19 @@ def cancel(store: ResultStore, job_id: int, *, grace_s: float = CANCEL_GRACE_S) 
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(int(pid), signal.SIGTERM)
         deadline = time.monotonic() + grace_s
+        # Done when the process is gone, or has recorded its own cancellation (what is left is its exit).
         while process_alive(pid, started) and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.5)
+            if store.get_job(job_id)["status"] == "cancelled":
+                break
         if process_alive(pid, started):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(int(pid), signal.SIGKILL)
-            while process_alive(pid, started):
+            deadline = time.monotonic() + KILL_WAIT_S
+            while process_alive(pid, started) and time.monotonic() < deadline:
                 time.sleep(0.05)
+            if process_alive(pid, started):
+                raise ValueError(f"job {job_id}: process {pid} survived SIGKILL for {KILL_WAIT_S:.0f} s (stuck in the kernel?)")
     job = store.get_job(job_id)
     clean_up(store, job)
     if job["status"] in ACTIVE_JOB_STATUSES or job["status"] == "unfinished":
@@ -345,4 +356,9 @@ def format_seconds(seconds: float) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(run_job(int(sys.argv[1]), sys.argv[2]))
+    exit_code = run_job(int(sys.argv[1]), sys.argv[2])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The record is written and the store closed: skip the interpreter's teardown (torch and FAISS take
+    # seconds to unload), so the process ends when its record says it did.
+    os._exit(exit_code)

@@ -265,6 +265,10 @@ class ResultStore:
     def _query(self, sql: str, parameters: list | None = None) -> pd.DataFrame:
         with self._connect() as connection:
             frame = connection.execute(sql, parameters or []).df()
+        return self._decoded(frame)
+
+    @staticmethod
+    def _decoded(frame: pd.DataFrame) -> pd.DataFrame:
         for column in JSON_COLUMNS & set(frame.columns):
             frame[column] = frame[column].map(lambda value: json.loads(value) if isinstance(value, str) else value)
         return frame
@@ -516,7 +520,8 @@ class ResultStore:
             )
 
     def finish_job(self, job_id: int, status: str, **fields) -> None:
-        """End a job that is still queued or running (a job already ended keeps its status)."""
+        """End a job that is still queued or running, or read 'unfinished' while its process, which is what reports
+        here, was in fact alive (a job already finished, failed or cancelled keeps its status)."""
         if status not in JOB_STATUSES[2:]:
             raise ValueError(f"status={status!r}: expected one of {JOB_STATUSES[2:]}")
         values = {"finished_at": datetime.now(), **fields}
@@ -526,14 +531,15 @@ class ResultStore:
         with self._connect() as connection:
             connection.execute(
                 f"UPDATE jobs SET status = ?, updated_at = ?, {', '.join(f'{name} = ?' for name in names)} "
-                f"WHERE job_id = ? AND status IN {ACTIVE_JOB_STATUSES}",
+                f"WHERE job_id = ? AND status IN {(*ACTIVE_JOB_STATUSES, 'unfinished')}",
                 [status, datetime.now(), *values.values(), int(job_id)],
             )
 
-    def claim_job(self, job_id: int, max_running: int) -> str:
+    def claim_job(self, job_id: int, max_running: int, *, pid: int, pid_started: float | None) -> str:
         """Start a queued job when it is first in line and fewer than ``max_running`` jobs run.
 
-        One transaction: jobs whose process is gone are marked 'unfinished' first, so they hold no slot.
+        One transaction: the job's process records itself (``pid``, its creation time), then jobs whose process
+        is gone are marked 'unfinished', so they hold no slot.
 
         Returns:
             'running' when the job may start now, 'queued' when it must wait, or its final status when it
@@ -541,6 +547,10 @@ class ResultStore:
         """
         with self._connect() as connection:
             connection.execute("BEGIN")
+            connection.execute(
+                "UPDATE jobs SET pid = ?, pid_started = ? WHERE job_id = ? AND pid IS DISTINCT FROM ?",
+                [int(pid), pid_started, int(job_id), int(pid)],
+            )
             self._mark_vanished_jobs(connection)
             status = connection.execute("SELECT status FROM jobs WHERE job_id = ?", [int(job_id)]).fetchone()
             if status is None:
@@ -585,10 +595,6 @@ class ResultStore:
     def jobs(self, job_ids: Iterable[int] | None = None, *, statuses: Iterable[str] | None = None) -> pd.DataFrame:
         """Jobs newest first (a job whose process vanished is marked 'unfinished' first), each with the ids of
         the runs it produced (``run_ids``)."""
-        with self._connect() as connection:
-            connection.execute("BEGIN")
-            self._mark_vanished_jobs(connection)
-            connection.execute("COMMIT")
         sql = (
             "SELECT j.*, coalesce(list(r.run_id ORDER BY r.run_id) FILTER (WHERE r.run_id IS NOT NULL), []) AS run_ids "
             "FROM jobs j LEFT JOIN runs r USING (job_id)"
@@ -607,7 +613,12 @@ class ResultStore:
             parameters += wanted
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
-        frame = self._query(sql + " GROUP BY ALL ORDER BY j.job_id DESC", parameters)
+        # One open of the file for both (an app polling every few seconds competes with running jobs for it).
+        with self._connect() as connection:
+            connection.execute("BEGIN")
+            self._mark_vanished_jobs(connection)
+            connection.execute("COMMIT")
+            frame = self._decoded(connection.execute(sql + " GROUP BY ALL ORDER BY j.job_id DESC", parameters).df())
         frame["run_ids"] = frame["run_ids"].map(lambda ids: [int(run_id) for run_id in ids])
         return frame
 

@@ -125,7 +125,7 @@ def test_jobs_wait_their_turn_in_the_order_they_were_submitted(vectors_folder, i
     most_running = 0
     while not all(ended(job) for job in isolated_store.jobs(ids).to_dict("records")):
         most_running = max(most_running, int((isolated_store.jobs(ids)["status"] == "running").sum()))
-        time.sleep(0.1)
+        time.sleep(0.3)
     final = isolated_store.jobs(ids).sort_values("job_id")
     assert final["status"].tolist() == ["finished"] * 3
     assert most_running == 1
