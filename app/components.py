@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pandas as pd
 import streamlit as st
 
-from app.labels import METRIC_LABELS, available_metrics, trained_model_label
-from app.progress import progress_bar
-from app.state import cached_dataset, cached_upload, job_lock
+from app.jobs import show_job, shown_job, submit_job
+from app.labels import METRIC_LABELS, available_metrics, format_count, trained_model_label
+from app.state import cached_dataset, cached_upload, saved_upload
 from mrl_core.data import DatasetError, RetrievalDataset
 from mrl_core.funnel import Funnel
 from mrl_core.models import is_adaptor
-from mrl_core.store import ResultStore, StoreError
-from mrl_core.verify import verification_embeddings, verify_pick
+from mrl_core.store import ResultStore
 
 BUILTIN_SOURCES = ("builtin:quick", "builtin")
 """Built-in datasets the pickers offer: the quick one first, because the first screen uses it."""
@@ -20,9 +21,15 @@ SOURCE_LABELS = {"builtin:quick": "Built-in (quick)", "builtin": "Built-in (full
 
 
 # -- data and models ---------------------------------------------------------------------------------------------
-def dataset_source_picker(
-    key: str, *, allow_upload: bool = True, help_upload: str | None = None
-) -> RetrievalDataset | None:
+class PickedData(NamedTuple):
+    """The data a page works on: loaded here, and named as a background job's ``--data`` names it."""
+
+    dataset: RetrievalDataset
+    source: str
+    """'builtin:quick', 'builtin', or the path an upload was saved to (``app.state.saved_upload``)."""
+
+
+def dataset_source_picker(key: str, *, allow_upload: bool = True, help_upload: str | None = None) -> PickedData | None:
     """Built-in data or an uploaded file, loaded; shows the library's message and returns None on a bad file."""
     choices = list(BUILTIN_SOURCES) + (["upload"] if allow_upload else [])
     source = st.segmented_control(
@@ -30,7 +37,7 @@ def dataset_source_picker(
     )
     if source != "upload":
         try:
-            return cached_dataset(source)
+            return PickedData(cached_dataset(source), source)
         except (DatasetError, ValueError, OSError) as error:
             st.error(f"Could not load {source}: {error}")
             return None
@@ -43,8 +50,11 @@ def dataset_source_picker(
     if uploaded is None:
         st.info("Choose a file to upload.")
         return None
+    content = uploaded.getvalue()
     try:
-        return cached_upload(uploaded.name, uploaded.getvalue())
+        dataset = cached_upload(uploaded.name, content)
+        # On disk too: a background job runs in a process of its own and loads the file by its path.
+        return PickedData(dataset, str(saved_upload(uploaded.name, content)))
     except (DatasetError, ValueError, OSError) as error:
         st.error(str(error))
         return None
@@ -224,34 +234,61 @@ def recommendation_card(planner) -> None:
             )
 
 
+def verify_command(planner) -> list[str]:
+    """``recommend ... --verify`` with the planner's corpus size, targets, deployment, machine and evaluated data:
+    the command that picks the same recommendation and builds it on this machine."""
+    context = planner.context_
+    argv = ["recommend", "--corpus-size", str(planner.corpus_size)]
+    for flag, value in (
+        ("--max-storage-gb", planner.max_storage_gb), ("--max-ram-gb", planner.max_ram_gb),
+        ("--max-p95-ms", planner.max_p95_ms), ("--min-ndcg", planner.min_ndcg),
+        ("--min-retention", planner.min_retention),
+    ):
+        if value is not None:
+            argv += [flag, repr(float(value))]
+    deployment, machine = planner.deployment, planner.machine_
+    return argv + [
+        "--replicas", str(deployment.replicas), "--vendor", deployment.vendor,
+        "--rescore-location", deployment.rescore_location, "--objective", planner.objective,
+        "--machine-ram-gb", repr(machine.ram_gb), "--machine-cores", str(machine.cores),
+        "--dataset", context["dataset_fingerprint"], "--model", context["model"], "--verify",
+    ]
+
+
+def stored_verification(store: ResultStore, run_id: int) -> dict | None:
+    """A stored verification as ``verify_pick`` returned it: its row with the details stored beside it."""
+    rows = store.rows("verifications", int(run_id))
+    if rows.empty:
+        return None
+    row = rows.iloc[0].to_dict()
+    details = row.pop("details") or {}
+    return {**row, **details, "run_id": int(run_id)}
+
+
 def verification_panel(store: ResultStore, planner) -> None:
-    """The 'Verify on this machine' button under the recommendation, and its result: predicted next to measured."""
+    """The 'Verify on this machine' button under the recommendation (a background job), its progress, and the
+    stored verification of the pick: predicted next to measured."""
     chosen = planner.recommendation_
     context = planner.context_
-    shown_for = (chosen["label"], planner.corpus_size, context["dataset_fingerprint"], context["model"])
-    if st.button(
+    title = f"Verifying {chosen['label']} at {format_count(planner.corpus_size)} vectors on this machine"
+    job = shown_job(
+        "planner_verify_job", "recommend", {"--dataset": context["dataset_fingerprint"], "--model": context["model"]}
+    )
+    verifying = show_job(job, title)
+    if not verifying and st.button(
         "Verify on this machine", key="planner_verify", icon=":material/speed:",
         help="Build the recommendation at the planned corpus size (or the largest that fits in memory) from rows "
-        "matched to the evaluated data, time single queries and measure recall against exact search.",
+        "matched to the evaluated data, time single queries and measure recall against exact search. Runs as a "
+        "background job: the page stays usable.",
     ):
-        with job_lock(), st.status("Verifying the recommendation on this machine…", expanded=True) as status:
-            try:
-                embeddings = verification_embeddings(store, context, progress=progress_bar("Encoding the dataset"))
-                verification = verify_pick(
-                    chosen, embeddings, planner.corpus_size, context=context, store=store,
-                    progress=progress_bar("Drawing rows, building and timing"),
-                )
-            except (DatasetError, StoreError, ValueError, OSError) as error:
-                status.update(label="Could not verify the recommendation", state="error")
-                st.error(str(error))
-                return
-            status.update(label="Verified and stored", state="complete", expanded=False)
-        st.session_state["planner_verification"] = (shown_for, verification)
-        # Rerun so the planner reads the stored verification and marks the pick.
-        st.rerun()
-    shown = st.session_state.get("planner_verification")
-    if shown and shown[0] == shown_for:
-        verification_result(shown[1])
+        job_id = submit_job(verify_command(planner), title)
+        if job_id is not None:
+            st.session_state["planner_verify_job"] = job_id
+            st.rerun()
+    verified = chosen.get("verified")
+    verification = stored_verification(store, verified["run_id"]) if verified else None
+    if verification is not None:
+        verification_result(verification)
 
 
 def verification_result(verification: dict) -> None:

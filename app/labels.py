@@ -50,3 +50,27 @@ def trained_model_label(trained: dict) -> str:
 def run_label(run: dict | pd.Series) -> str:
     """How a run is named in pickers: '#12 evaluate · base · scifact'."""
     return f"#{int(run['run_id'])} {run['kind']} · {model_label(run.get('model'))} · {run.get('dataset') or '—'}"
+
+
+JOB_STATUS_BADGES = {
+    "queued": ":gray-badge[:material/schedule: queued]",
+    "running": ":blue-badge[:material/play_arrow: running]",
+    "finished": ":green-badge[:material/check: finished]",
+    "failed": ":red-badge[:material/error: failed]",
+    "cancelled": ":orange-badge[:material/block: cancelled]",
+    "unfinished": ":red-badge[:material/help: unfinished]",
+}
+"""A job's status as a coloured badge in markdown (``mrl_core.store.JOB_STATUSES``)."""
+
+
+def markdown_text(text: str) -> str:
+    """Free text (a job label, a file name) shown literally inside markdown: 'my_data.zip' keeps its underscore."""
+    for character in "\\`*_[]<>#|~":
+        text = text.replace(character, "\\" + character)
+    return text
+
+
+def job_label(job: dict | pd.Series) -> str:
+    """How a job is named: '#4 train builtin:quick base adaptor'."""
+    label = job.get("label")
+    return f"#{int(job['job_id'])} {label if isinstance(label, str) and label else job['command']}"

@@ -1,4 +1,7 @@
-"""The progress bar every long mrl_core job reports to from a page."""
+"""The progress bar for work a page still does itself: encoding a dataset for the Funnel page's live search.
+
+Everything longer runs as a background job (``app.jobs``) and reports its progress to the store instead.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from mrl_core.progress import Progress
 
 
 def progress_bar(label: str) -> Progress:
-    """An st.progress bar and the ``progress(done, total)`` callback that mrl_core jobs report to."""
+    """An st.progress bar and the ``progress(done, total)`` callback that mrl_core's encoding reports to."""
     bar = st.progress(0.0, text=label)
 
     def report(done: int, total: int) -> None:

@@ -1,10 +1,12 @@
-"""What the server keeps between reruns and sessions: the store, loaded datasets and uploads, embeddings and
-searchers, the job lock, and which run a page shows."""
+"""What the server keeps between reruns and sessions: the store, loaded datasets and uploads (in memory, and on
+disk for the jobs that read them), embeddings and searchers, and which run a page shows."""
 
 from __future__ import annotations
 
 import hashlib
-import threading
+import os
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 import streamlit as st
@@ -14,7 +16,7 @@ from app.progress import progress_bar
 from mrl_core.data import RetrievalDataset, load_dataset, load_uploaded
 from mrl_core.encode import DatasetEmbeddings, embed_dataset
 from mrl_core.funnel import FunnelSearcher
-from mrl_core.paths import default_store_path
+from mrl_core.paths import cache_dir, default_store_path
 from mrl_core.store import ResultStore
 
 
@@ -29,12 +31,6 @@ def results_store() -> ResultStore:
     return _store_at(str(default_store_path()))
 
 
-@st.cache_resource(show_spinner=False)
-def job_lock() -> threading.Lock:
-    """One lock for the whole server: two browser tabs must not start the same long job twice."""
-    return threading.Lock()
-
-
 @st.cache_resource(show_spinner="Loading the dataset…", max_entries=8)
 def cached_dataset(source: str) -> RetrievalDataset:
     """``load_dataset(source)`` once per server process."""
@@ -47,6 +43,25 @@ def cached_dataset(source: str) -> RetrievalDataset:
 def cached_upload(filename: str, content: bytes) -> RetrievalDataset:
     """``load_uploaded(filename, content)`` once per distinct file."""
     return load_uploaded(filename, content)
+
+
+def saved_upload(filename: str, content: bytes) -> Path:
+    """An upload as a file a background job can load: ``<cache>/uploads/<content hash>/<file name>``.
+
+    Written once per distinct content (a partial file, then renamed, so a job never reads half of it); the
+    same bytes under the same name always give the same path, so a page can find the jobs that read it.
+    """
+    name = Path(filename.replace("\\", "/")).name or "upload"
+    folder = cache_dir() / "uploads" / hashlib.sha256(content).hexdigest()[:16]
+    path = folder / name
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        # A partial file of its own per writer: two sessions may save the same upload at once.
+        handle, partial = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".partial")
+        with os.fdopen(handle, "wb") as file:
+            file.write(content)
+        os.replace(partial, path)
+    return path
 
 
 @st.cache_resource(show_spinner=False)
@@ -84,15 +99,18 @@ def funnel_searcher(dataset: RetrievalDataset, model: str) -> FunnelSearcher:
 
 
 def shown_run(store: ResultStore, session_key: str, kind: str, dataset: RetrievalDataset) -> int | None:
-    """The run a page shows: this session's last run of ``kind`` on the dataset while it still exists,
-    else the newest finished one in the store, else None."""
-    run_id = st.session_state.get(session_key)
-    if run_id is not None:
+    """The run a page shows: this session's last run of ``kind`` on the dataset while it still exists, else the
+    run a results link from the Runs page names (``?run=N``), else the newest finished one in the store, else None."""
+    linked = st.query_params.get("run")
+    for run_id in (st.session_state.get(session_key), int(linked) if linked and linked.isdigit() else None):
+        if run_id is None:
+            continue
         try:
-            if store.get_run(run_id)["dataset_fingerprint"] == dataset.fingerprint:
-                return int(run_id)
+            run = store.get_run(run_id)
         except KeyError:
             # Deleted on the Runs page since.
-            pass
+            continue
+        if run["kind"] == kind and run["dataset_fingerprint"] == dataset.fingerprint:
+            return int(run_id)
     latest = store.latest_run(kind, dataset_fingerprint=dataset.fingerprint)
     return None if latest is None else int(latest["run_id"])

@@ -282,7 +282,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         widths=args.widths or BENCH_WIDTHS,
         corpus_sizes=args.corpus_sizes,
         approximate_widths=args.approximate_widths,
-        query_count=args.query_count,
+        **({} if args.query_count is None else {"query_count": args.query_count}),
         store=_store(args),
         progress=args.progress("bench"),
         index_types=args.index_types,
@@ -546,10 +546,12 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     before = _get_job(store, args.job)["status"]
     job = cancel(store, args.job, grace_s=args.grace_s)
     ended_before = before not in ("queued", "running")
+    runs = store.list_runs()
+    dropped = runs.loc[runs["run_id"].isin(job["run_ids"]) & (runs["status"] == "cancelled"), "run_id"].tolist()
     text = (
         f"job {args.job} had already ended: {job['status']}" if ended_before
         else f"job {args.job} {job['status']}"
-        + (f"; its runs {', '.join(map(str, job['run_ids']))} are marked cancelled, their rows dropped" if job["run_ids"] else "")
+        + (f"; its unfinished runs {', '.join(map(str, dropped))} are marked cancelled, their rows dropped" if dropped else "")
     )
     _emit(args, _job_record(job), text)
     return 1 if ended_before else 0
@@ -621,7 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--index-types", type=_str_list, default=list(BENCH_INDEX_TYPES))
     bench.add_argument("--precisions", type=_str_list, default=list(PRECISIONS),
                        help="each index type is measured at those it holds (mrl_core.indexes.MEASURED_PRECISIONS)")
-    bench.add_argument("--query-count", type=int, default=100, help="single queries timed per configuration")
+    bench.add_argument("--query-count", type=int, default=None,
+                       help="single queries timed per configuration (default: mrl_core.bench.DATASET_BENCH_QUERY_COUNT)")
     bench.add_argument("--batch-size", type=int, default=64, help="queries per call for throughput")
     bench.add_argument("--threads", type=int, default=1, help="FAISS/BLAS threads (1: a single query's scan uses one)")
     bench.add_argument("--approximate-widths", type=_width_limits, default=None,

@@ -178,17 +178,21 @@ class JobProgress:
         self._last_print = 0.0
 
     def __call__(self, label: str) -> Progress:
-        phase_started = time.monotonic()
+        # The phase's clock starts at its first report (a model may load between creating this and working).
+        first: list[tuple[float, int]] = []
 
         def report(done: int, total: int) -> None:
             now = time.monotonic()
+            if not first:
+                first.append((now, done))
             ended = done >= total
             if ended or now - self._last_print > 0.5:
                 self._last_print = now
                 print(f"{label}: {done}/{total}", file=sys.stderr, flush=True)
             if ended or now - self._last_write >= PROGRESS_EVERY_S:
                 self._last_write = now
-                eta_s = (now - phase_started) * (total - done) / done if 0 < done < total else None
+                started, first_done = first[0]
+                eta_s = (now - started) * (total - done) / (done - first_done) if first_done < done < total else None
                 try:
                     self.store.update_job(
                         self.job_id, phase=label, progress_done=int(done), progress_total=int(total), eta_s=eta_s
@@ -336,8 +340,10 @@ def cancel(store: ResultStore, job_id: int, *, grace_s: float = CANCEL_GRACE_S) 
 
 def progress_text(job: dict) -> str:
     """'phase: done/total (ETA 1 min 20 s)', or the job's status when it reports no progress."""
-    if not job.get("phase"):
+    if not isinstance(job.get("phase"), str) or not job["phase"]:
         return str(job["status"])
+    if job.get("progress_done") is None or job.get("progress_total") is None:
+        return job["phase"]
     text = f"{job['phase']}: {int(job['progress_done']):,}/{int(job['progress_total']):,}"
     eta = job.get("eta_s")
     if eta is not None and eta == eta and job["status"] == "running":

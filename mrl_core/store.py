@@ -620,7 +620,8 @@ class ResultStore:
             connection.execute("COMMIT")
             frame = self._decoded(connection.execute(sql + " GROUP BY ALL ORDER BY j.job_id DESC", parameters).df())
         frame["run_ids"] = frame["run_ids"].map(lambda ids: [int(run_id) for run_id in ids])
-        return frame
+        # Missing values read as None, not NaN / NA / NaT, so a record's fields can be tested for truth.
+        return frame.astype(object).where(frame.notna(), None)
 
     def get_job(self, job_id: int) -> dict:
         """One job as a dict; KeyError when there is none with that id."""

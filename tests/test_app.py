@@ -1,25 +1,58 @@
 """Page logic of the Streamlit app, driven by Streamlit's AppTest on a store of real measured rows.
 
 The store is seeded by ``seeded_store`` (conftest): an evaluation and a latency benchmark of a generated
-precomputed-embedding dataset, so nothing is encoded here.
+precomputed-embedding dataset, so nothing is encoded here. A button that starts long work submits a real
+background job (its own process, ``mrl_core.jobs``); a test waits for it to end and reruns the page.
 """
 
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import synthetic_embeddings_zip
+from conftest import SYNTHETIC_BENCH_SIZES, synthetic_embeddings_zip
+from mrl_core import first_start
 from mrl_core.deployment import Machine, this_machine_cores
+from mrl_core.jobs import log_tail
 from mrl_core.planner import WidthPlanner
+from mrl_core.store import ACTIVE_JOB_STATUSES
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 TIMEOUT_S = 120
 # Latency on a shared CPU is noisy; planner tests that are about storage or quality leave it slack.
 SLACK_P95_MS = 10_000.0
+# A job on the generated data takes seconds (3 s for an evaluation, most of it imports); a loaded machine more.
+JOB_TIMEOUT_S = 180
+
+
+@pytest.fixture(autouse=True)
+def no_job_outlives_its_test(tmp_path):
+    """Cancel what a test left queued or running in its store (``isolated_store``), passed or failed."""
+    yield
+    path = tmp_path / "results.duckdb"
+    if path.exists():
+        from mrl_core.jobs import cancel
+        from mrl_core.store import ResultStore
+
+        store = ResultStore(path)
+        for job_id in store.jobs(statuses=ACTIVE_JOB_STATUSES)["job_id"]:
+            cancel(store, int(job_id), grace_s=3.0)
+
+
+@pytest.fixture
+def seeded_store(seeded_store, monkeypatch):
+    """The seeded store, whose benchmark sizes stand for the first start's: with the real ones (10k to 1M) the
+    Planner would start a ten-minute first-start job under every test."""
+    monkeypatch.setattr(first_start, "DATASET_BENCH_CORPUS_SIZES", SYNTHETIC_BENCH_SIZES)
+    return seeded_store
 
 
 def start(page: str | None = None, **state) -> AppTest:
@@ -39,6 +72,39 @@ def rerun(app: AppTest) -> AppTest:
     app.run()
     assert not app.exception, [exception.value for exception in app.exception]
     return app
+
+
+def wait_for_job(store, status: str = "finished", timeout_s: float = JOB_TIMEOUT_S) -> dict:
+    """The store's newest job once it has ended, which must be with ``status`` (else its error and log's tail)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        jobs = store.jobs()
+        assert len(jobs), "no job was submitted"
+        job = jobs.iloc[0].to_dict()
+        if job["status"] not in ACTIVE_JOB_STATUSES:
+            break
+        assert time.monotonic() < deadline, (
+            f"job {job['job_id']} still {job['status']} after {timeout_s} s:\n{log_tail(job)}"
+        )
+        time.sleep(0.25)
+    assert job["status"] == status, f"job {job['job_id']} {job['status']}: {job['error']}\n{log_tail(job)}"
+    return job
+
+
+def click_and_wait(app: AppTest, key: str, store, status: str = "finished") -> tuple[AppTest, dict]:
+    """Click a button that submits a job, wait for the job to end, and rerun the page to show what it stored."""
+    jobs_before = len(store.jobs())
+    app.button(key=key).click()
+    rerun(app)
+    assert len(store.jobs()) == jobs_before + 1, [error.value for error in app.error]
+    job = wait_for_job(store, status)
+    assert app.session_state["jobs_started"][-1] == job["job_id"]
+    return rerun(app), job
+
+
+def job_boxes(app: AppTest) -> list[str]:
+    """The 'Title: running as job #N' lines of the job boxes on the page."""
+    return [block.value for block in app.main.markdown if " as job #" in block.value]
 
 
 def recommendation_headline(app: AppTest) -> str | None:
@@ -116,21 +182,25 @@ def test_uploaded_embeddings_are_evaluated_and_stored(seeded_store):
     app = start("views/evaluate.py")
     app.button_group(key="evaluate_source").set_value("upload")
     rerun(app)
-    app.file_uploader(key="evaluate_upload").set_value(
-        ("vectors.zip", synthetic_embeddings_zip(seed=1), "application/zip")
-    )
+    upload = synthetic_embeddings_zip(seed=1)
+    app.file_uploader(key="evaluate_upload").set_value(("vectors.zip", upload, "application/zip"))
     rerun(app)
     assert metric_value(app, "Documents") == "2,000"
     assert any(block.value == "**vectors** (precomputed embeddings, 64 dims)" for block in app.markdown)
     app.multiselect(key="evaluate_widths").set_value([64, 16])
     app.multiselect(key="evaluate_precisions").set_value(["fp32"])
     app.multiselect(key="evaluate_methods").set_value(["prefix"])
-    app.button(key="evaluate_run").click()
-    rerun(app)
+    app, job = click_and_wait(app, "evaluate_run", seeded_store)
 
+    # The upload reached the job's process as a file saved under the cache, named by its content.
+    data = Path(job["args"][job["args"].index("--data") + 1])
+    assert data.name == "vectors.zip" and data.parent.parent.name == "uploads"
+    assert data.read_bytes() == upload
+    assert job["submitted_by"].startswith("app session ")
     runs = seeded_store.list_runs("evaluate")
     newest = runs.iloc[0]
     assert newest["dataset"] == "vectors" and newest["status"] == "finished"
+    assert job["run_ids"] == [int(newest["run_id"])] and not job_boxes(app)
     stored = seeded_store.results(int(newest["run_id"]))
     assert sorted(stored["width"]) == [16, 64]
     assert any(block.value == f"Run #{int(newest['run_id'])} · vectors · precomputed" for block in app.subheader)
@@ -146,8 +216,11 @@ def test_runs_page_lists_every_run_and_deletes_one(seeded_store):
     app.selectbox(key="runs_delete_choice").set_value(bench_run)
     app.button(key="runs_delete").click()
     rerun(app)
-    assert list(seeded_store.list_runs()["kind"]) == ["evaluate"]
-    assert seeded_store.rows("latency").empty
+    # A dialog asks first; its confirmation reruns the dialog alone, which AppTest cannot drive (the browser
+    # tests delete through it). Nothing is deleted before it.
+    assert app.button(key="runs_delete_confirm").label == "Delete"
+    assert sorted(seeded_store.list_runs()["kind"]) == ["bench", "evaluate"]
+    assert len(seeded_store.rows("latency", bench_run))
 
 
 def test_funnel_page_runs_a_hand_edited_funnel_against_exact_search(seeded_store):
@@ -168,25 +241,50 @@ def test_funnel_page_runs_a_hand_edited_funnel_against_exact_search(seeded_store
     assert overlap == pytest.approx(funnel_results["in both"].mean())
 
 
+def test_tuning_the_funnel_runs_as_a_job_and_shows_the_tuned_pick(seeded_store):
+    from mrl_core.funnel import load_tuned_funnel
+
+    app = start("views/funnel.py", funnel_source="upload")
+    app.file_uploader(key="funnel_upload").set_value(("vectors.zip", synthetic_embeddings_zip(), "application/zip"))
+    rerun(app)
+    assert app.button_group(key="funnel_mode").value == "auto"
+    app, job = click_and_wait(app, "funnel_tune", seeded_store)
+    assert job["command"] == "funnel" and "--query" not in job["args"]
+    fingerprint = job["result"]["dataset"]["fingerprint"]
+    funnel, run_id = load_tuned_funnel(
+        seeded_store, model="precomputed", dataset_fingerprint=fingerprint, target_recall=0.99, k=10
+    )
+    assert job["run_ids"] == [run_id]
+    headline = f"**Tuned funnel** (run #{run_id}): `{funnel.describe()}`"
+    assert any(block.value.startswith(headline) for block in app.markdown)
+    assert not [button for button in app.button if button.key == "funnel_tune"]
+
+
 @pytest.mark.slow
 def test_first_start_measures_the_builtin_data(isolated_store):
     """The real first start: build builtin:quick, encode and evaluate it, benchmark latency (minutes)."""
-    app = AppTest.from_file(APP, default_timeout=1800)
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
     app.run()
     assert not app.exception, [exception.value for exception in app.exception]
+    job = wait_for_job(isolated_store, timeout_s=1800)
+    assert job["command"] == "first-start"
+    rerun(app)
     evaluation = isolated_store.latest_run("evaluate")
     assert evaluation["dataset"] == "builtin:quick" and evaluation["model"] == "base"
     assert len(isolated_store.results(int(evaluation["run_id"]))) == 7 * 5 * 2  # widths x precisions x methods
-    bench = isolated_store.latest_run("bench")
-    bench_sizes = sorted(isolated_store.rows("latency", int(bench["run_id"]))["corpus_size"].unique())
-    assert bench_sizes == [10_000, 30_000, 100_000, 1_000_000]
-    assert app.title[0].value == "Plan capacity"
+    # One benchmark run per size, smallest first, so each landed while the next was measured.
+    benches = isolated_store.list_runs("bench").sort_values("run_id")
+    sizes = [sorted(isolated_store.rows("latency", int(run))["corpus_size"].unique()) for run in benches["run_id"]]
+    assert sizes == [[10_000], [30_000], [100_000], [1_000_000]]
+    assert job["result"]["bench_run_ids"] == list(benches["run_id"])
+    assert app.title[0].value == "Plan capacity" and not job_boxes(app)
 
     # A later start reads the store and measures nothing again.
     runs_before = len(isolated_store.list_runs())
     again = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
     again.run()
     assert not again.exception and len(isolated_store.list_runs()) == runs_before
+    assert len(isolated_store.jobs()) == 1
 
     # The live funnel on the built-in texts (embeddings cached by the evaluation): a typed query.
     again.switch_page("views/funnel.py")
@@ -208,8 +306,7 @@ def test_training_an_adaptor_draws_before_and_after(seeded_store, tmp_path):
     app.multiselect(key="train_dims").set_value([64, 16])
     app.number_input(key="train_epochs_adaptor").set_value(1)
     app.text_input(key="train_out_adaptor").set_value(str(tmp_path / "adaptor.npz"))
-    app.button(key="train_run").click()
-    rerun(app)
+    app, job = click_and_wait(app, "train_run", seeded_store)
     assert not app.error, [error.value for error in app.error]
 
     train_run = seeded_store.latest_run("train")
@@ -219,6 +316,67 @@ def test_training_an_adaptor_draws_before_and_after(seeded_store, tmp_path):
     # The trained adaptor is now offered wherever a model is picked for this kind of data.
     offered = f"adaptor.npz (run #{int(train_run['run_id'])}, trained from precomputed)"
     assert app.selectbox(key="train_model").options == ["The uploaded embeddings", offered]
+    assert int(train_run["run_id"]) in job["run_ids"] and job["result"]["out"] == str(tmp_path / "adaptor.npz")
+
+
+def test_a_job_the_command_refuses_shows_its_message_and_starts_nothing(seeded_store, tmp_path):
+    app = start("views/train.py", train_source="upload")
+    app.file_uploader(key="train_upload").set_value(("vectors.zip", synthetic_embeddings_zip(), "application/zip"))
+    rerun(app)
+    existing = tmp_path / "adaptor.npz"
+    existing.write_bytes(b"an earlier adaptor")
+    app.text_input(key="train_out_adaptor").set_value(str(existing))
+    app.button(key="train_run").click()
+    rerun(app)
+    assert [error.value for error in app.main.error] == [
+        f"Could not start “Training (adaptor) on 0 pairs from precomputed”: {existing} already exists; choose "
+        "another output path or pass overwrite=True (--overwrite)"
+    ]
+    assert seeded_store.jobs().empty and existing.read_bytes() == b"an earlier adaptor"
+    assert app.button(key="train_run").label == "Train"
+
+
+def test_a_refreshed_page_finds_its_job_instead_of_offering_the_button_again(seeded_store, monkeypatch):
+    """A new session (a refresh, another tab) on the same store sees the job and no button; the job goes on."""
+    # Another job holds the only slot: a stand-in record whose process is a sleeping child of this test, so the
+    # page's job waits in the queue for as long as the test needs. It reports progress, as a running job does
+    # (the page's job, not yet reporting, then reads NaN beside it in the store's frame of jobs).
+    monkeypatch.setenv("MRL_MAX_JOBS", "1")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        other = seeded_store.add_job("bench", ["--data", "elsewhere"], label="another job")
+        seeded_store.update_job(
+            other, status="running", pid=sleeper.pid, pid_started=psutil.Process(sleeper.pid).create_time(),
+            phase="bench", progress_done=3, progress_total=49,
+        )
+        upload = ("vectors.zip", synthetic_embeddings_zip(seed=2), "application/zip")
+        choices = {"evaluate_widths": [64, 16], "evaluate_precisions": ["fp32"], "evaluate_methods": ["prefix"]}
+        app = start("views/evaluate.py", evaluate_source="upload")
+        app.file_uploader(key="evaluate_upload").set_value(upload)
+        rerun(app)
+        for key, value in choices.items():
+            app.multiselect(key=key).set_value(value)
+        app.button(key="evaluate_run").click()
+        rerun(app)
+        (job,) = seeded_store.jobs(statuses=["queued"]).to_dict("records")
+        box = f"**Evaluating vectors with precomputed**: queued as job #{job['job_id']}, waiting for 1 job before it."
+        assert job_boxes(app) == [box]
+
+        refreshed = start("views/evaluate.py", evaluate_source="upload")
+        refreshed.file_uploader(key="evaluate_upload").set_value(upload)
+        rerun(refreshed)
+        assert job_boxes(refreshed) == [box]
+        assert not [button for button in refreshed.button if button.key == "evaluate_run"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # The stand-in's process is gone: its slot frees and the page's job runs to the end.
+    job = wait_for_job(seeded_store)
+    assert seeded_store.get_job(other)["status"] == "unfinished"
+    rerun(refreshed)
+    assert not job_boxes(refreshed)
+    assert any(block.value == f"Run #{job['run_ids'][0]} · vectors · precomputed" for block in refreshed.subheader)
+    assert len(seeded_store.jobs()) == 2
 
 
 # -- the figures the pages draw (mrl_core/figures.py: pareto_chart, capacity_projection, funnel_stage_times) -------
@@ -331,8 +489,7 @@ def test_evaluate_benchmarks_widths_the_store_has_no_latency_for(seeded_store, m
     app.multiselect(key="evaluate_widths").set_value([128, 64])
     app.multiselect(key="evaluate_precisions").set_value(["fp32"])
     app.multiselect(key="evaluate_methods").set_value(["prefix"])
-    app.button(key="evaluate_run").click()
-    rerun(app)
+    app, _ = click_and_wait(app, "evaluate_run", seeded_store)
     assert [warning.value for warning in app.warning] == [
         "No search latency measured yet at widths 128; the Planner cannot judge them against a latency target "
         "until they are benchmarked on this machine."
@@ -341,9 +498,9 @@ def test_evaluate_benchmarks_widths_the_store_has_no_latency_for(seeded_store, m
     from mrl_core import bench as bench_module
 
     monkeypatch.setattr(bench_module, "DATASET_BENCH_CORPUS_SIZES", (3_000, 10_000))
-    app.button(key="evaluate_bench").click()
-    rerun(app)
+    app, job = click_and_wait(app, "evaluate_bench", seeded_store)
     assert not app.warning
+    assert job["args"][job["args"].index("--corpus-sizes") + 1] == "3000,10000"
     bench = seeded_store.latest_run("bench")
     latency = seeded_store.rows("latency", int(bench["run_id"]))
     assert set(latency["width"]) == {128} and set(latency["corpus_size"]) == {3_000, 10_000}
@@ -358,20 +515,19 @@ def test_evaluate_benchmarks_widths_the_store_has_no_latency_for(seeded_store, m
 
 
 def test_first_start_measures_only_what_the_store_lacks(seeded_store, synthetic_dataset, monkeypatch):
-    """The library's first start on a store that has an evaluation but lost its benchmark: it benchmarks only."""
-    from mrl_core import first_start
+    """The library's first start on a store that has an evaluation but lost its benchmark: it benchmarks only,
+    one run per size, smallest first."""
     from mrl_core.encode import embed_dataset
 
     seeded_store.delete_run(int(seeded_store.latest_run("bench")["run_id"]))
+    monkeypatch.setattr(first_start, "DATASET_BENCH_CORPUS_SIZES", (6_000, 2_000))
     assert first_start.missing_measurements(seeded_store) == ["bench"]
+    assert first_start.missing_bench_sizes(seeded_store) == [2_000, 6_000]
     # The generated vectors stand in for the base model's (no encoding here); two widths keep it quick.
     monkeypatch.setattr(
         first_start, "embed_dataset", lambda dataset, model, progress: embed_dataset(dataset, "precomputed")
     )
     monkeypatch.setattr(first_start, "FIRST_START_WIDTHS", (64, 16))
-    from mrl_core import bench as bench_module
-
-    monkeypatch.setattr(bench_module, "DATASET_BENCH_CORPUS_SIZES", (2_000, 6_000))
     started, done, reports = [], [], []
 
     def step_progress(step):
@@ -381,13 +537,72 @@ def test_first_start_measures_only_what_the_store_lacks(seeded_store, synthetic_
     result = first_start.measure_first_start(
         seeded_store, synthetic_dataset, step_progress=step_progress, step_done=done.append
     )
-    assert (started, done, result.evaluation_run_id) == (["embed", "bench"], ["bench"], None)
-    # 2 widths x 2 sizes x 7 index/precision pairs (flat 3, binary 2, HNSW, IVF).
-    assert reports[-1] == (28, 28) and len(result.bench.rows) == 28
-    bench = seeded_store.get_run(result.bench.run_id)
+    assert (started, done, result.evaluation_run_id) == (["embed", "bench", "bench"], ["bench"], None)
+    # Per size: 2 widths x 7 index/precision pairs (flat 3, binary 2, HNSW, IVF).
+    assert [len(bench.rows) for bench in result.benches] == [14, 14] and reports[-1] == (14, 14)
+    sizes = [sorted(seeded_store.rows("latency", bench.run_id)["corpus_size"].unique()) for bench in result.benches]
+    assert sizes == [[2_000], [6_000]]
+    bench = seeded_store.get_run(result.benches[0].run_id)
     assert (bench["dataset"], bench["dataset_fingerprint"]) == ("synthetic", synthetic_dataset.fingerprint)
     assert first_start.missing_measurements(seeded_store) == []
-    assert first_start.measure_first_start(seeded_store, synthetic_dataset).bench is None
+    assert first_start.measure_first_start(seeded_store, synthetic_dataset).benches == []
+
+
+def first_start_box(app: AppTest) -> int:
+    """The job id the page's one job box shows, which must be the first start's, queued or running."""
+    (box,) = job_boxes(app)
+    found = re.match(r"\*\*First start: measuring the built-in data\*\*: (?:queued|running) as job #(\d+)", box)
+    assert found, box
+    return int(found.group(1))
+
+
+def cancel_newest_job(store) -> dict:
+    from mrl_core.jobs import cancel
+
+    return cancel(store, int(store.jobs().iloc[0]["job_id"]), grace_s=5.0)
+
+
+def test_first_start_runs_as_a_job_and_the_planner_waits_only_for_the_evaluation(isolated_store):
+    """An empty store: the Planner submits the first start once and shows only its progress; a cancelled one
+    shows how it ended and a button to try again, and is not started again by itself."""
+    app = start()
+    (job,) = isolated_store.jobs().to_dict("records")
+    assert job["command"] == "first-start" and job["status"] in ACTIVE_JOB_STATUSES
+    assert first_start_box(app) == job["job_id"]
+    assert not app.get("select_slider") and not app.main.button
+    # Another tab finds the same job.
+    other_tab = start()
+    assert len(isolated_store.jobs()) == 1 and len(job_boxes(other_tab)) == 1
+
+    assert cancel_newest_job(isolated_store)["status"] == "cancelled"
+    rerun(app)
+    assert [error.value for error in app.main.error] == [
+        f"First start: measuring the built-in data (job #{job['job_id']}) cancelled: cancelled"
+    ]
+    rerun(app)
+    assert len(isolated_store.jobs()) == 1 and not job_boxes(app)
+    app.button(key="first_start_again").click()
+    rerun(app)
+    again = isolated_store.jobs().iloc[0]
+    assert len(isolated_store.jobs()) == 2 and again["command"] == "first-start"
+    assert first_start_box(app) == again["job_id"]
+
+
+def test_the_planner_works_from_the_stored_evaluation_while_the_first_start_benchmarks(seeded_store, monkeypatch):
+    from mrl_core.bench import DATASET_BENCH_CORPUS_SIZES
+
+    # The first start's real sizes, none of which the seeded benchmark measured; the job is cancelled at the end.
+    monkeypatch.setattr(first_start, "DATASET_BENCH_CORPUS_SIZES", DATASET_BENCH_CORPUS_SIZES)
+    app = set_targets(start(), storage_gb=1.0, retention_pct=50.0)
+    (job,) = seeded_store.jobs().to_dict("records")
+    assert job["command"] == "first-start" and first_start_box(app) == job["job_id"]
+    assert any(
+        "Latency is measured at 10k, 30k, 100k, 1M vectors, smallest first." in caption.value
+        for caption in app.main.caption
+    )
+    # Quality comes from the stored evaluation, latency from the rows there are: the planner answers meanwhile.
+    expected = expected_recommendation(seeded_store, storage_gb=1.0, retention_pct=50.0)
+    assert metric_value(app, "Width") == f"{expected['width']} dims"
 
 
 PAGE_SCRIPTS = [Path(APP), *sorted((Path(APP).parent / "views").glob("*.py"))]
@@ -418,7 +633,9 @@ def test_page_scripts_have_no_stray_bare_strings(script):
 # -- verifying the recommendation on this machine -----------------------------------------------------------------
 
 
-def test_verify_on_this_machine_shows_predicted_next_to_measured_and_marks_the_pick(isolated_store, tmp_path):
+def test_verify_on_this_machine_shows_predicted_next_to_measured_and_marks_the_pick(
+    isolated_store, tmp_path, monkeypatch
+):
     from conftest import matryoshka_like_folder
     from mrl_core.bench import run_bench
     from mrl_core.data import load_dataset
@@ -434,11 +651,15 @@ def test_verify_on_this_machine_shows_predicted_next_to_measured_and_marks_the_p
         query_embeddings=queries, query_count=20, store=isolated_store,
         run_fields={"model": "precomputed", "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint},
     )
+    # These sizes stand for the first start's, which would otherwise start measuring the built-in data.
+    monkeypatch.setattr(first_start, "DATASET_BENCH_CORPUS_SIZES", (2000, 4000))
     app = set_targets(start(), storage_gb=1.0, retention_pct=50.0, corpus_size=10_000)
-    app.button(key="planner_verify").click()
-    app = rerun(app)
+    app, job = click_and_wait(app, "planner_verify", isolated_store)
 
     (stored,) = isolated_store.rows("verifications").to_dict("records")
+    # The job picked what the page recommends, with the page's targets.
+    assert job["result"]["recommendation"]["label"] == stored["label"]
+    assert job["result"]["verification"]["measured_p95_ms"] == pytest.approx(stored["measured_p95_ms"])
     assert stored["corpus_size"] == 10_000 and stored["planned_corpus_size"] == 10_000
     table = next(frame.value for frame in app.dataframe if "measured / predicted" in frame.value.columns)
     assert list(table["measure"]) == ["p50 latency (ms)", "p95 latency (ms)", "recall@10"]
@@ -452,10 +673,15 @@ def test_verify_on_this_machine_shows_predicted_next_to_measured_and_marks_the_p
 
 def test_verify_on_data_that_cannot_be_reloaded_says_why_without_a_traceback(seeded_store):
     app = set_targets(start(), storage_gb=1.0, retention_pct=50.0, corpus_size=10_000)
-    app.button(key="planner_verify").click()
-    app = rerun(app)
-    assert any("cannot reload the evaluated dataset 'synthetic'" in error.value for error in app.error)
+    app, job = click_and_wait(app, "planner_verify", seeded_store, status="failed")
+    assert "cannot reload the evaluated dataset 'synthetic'" in job["error"]
+    assert any(
+        f"(job #{job['job_id']}) failed: " in error.value and "cannot reload the evaluated dataset 'synthetic'" in error.value
+        for error in app.error
+    ), [error.value for error in app.error]
     assert seeded_store.rows("verifications").empty
+    # The button is offered again.
+    assert app.button(key="planner_verify").label == "Verify on this machine"
 
 
 def test_a_corpus_past_the_machine_is_sharded_and_its_latency_marked_projected(seeded_store):

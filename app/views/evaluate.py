@@ -14,16 +14,12 @@ from app.components import (
     results_table,
     show_figure,
 )
-from app.labels import METRIC_LABELS, model_label
-from app.progress import progress_bar
+from app.jobs import comma_list, finished_result, show_job, shown_job, submit_job
+from app.labels import METRIC_LABELS, format_count, model_label
 from app.state import results_store, shown_run
-from mrl_core.bench import bench_dataset
-from mrl_core.data import DatasetError
-from mrl_core.encode import embed_dataset
-from mrl_core.evaluate import run_evaluation
+from mrl_core.bench import DATASET_BENCH_CORPUS_SIZES, DATASET_BENCH_QUERY_COUNT
 from mrl_core.figures import quality_vs_width
 from mrl_core.model_widths import full_width, width_choices
-from mrl_core.store import StoreError
 from mrl_core.widths import METHODS, PRECISIONS
 
 st.title("Evaluate widths on your data")
@@ -33,9 +29,10 @@ st.caption(
 )
 store = results_store()
 
-dataset = dataset_source_picker("evaluate")
-if dataset is None:
+picked = dataset_source_picker("evaluate")
+if picked is None:
     st.stop()
+dataset, source = picked
 dataset_summary(dataset)
 
 model = model_picker(store, dataset, key="evaluate_model")
@@ -55,24 +52,26 @@ with middle:
 with right:
     methods = st.multiselect("Methods", METHODS, default=list(METHODS), key="evaluate_methods")
 
-if st.button("Run evaluation", type="primary", key="evaluate_run", icon=":material/play_arrow:"):
-    with st.status(f"Evaluating {dataset.name} with {model}…", expanded=True) as status:
-        try:
-            run_id, _ = run_evaluation(
-                dataset,
-                model,
-                widths=sorted(widths, reverse=True),
-                precisions=precisions,
-                methods=methods,
-                store=store,
-                progress=progress_bar("Encoding (cached after the first time)"),
-            )
-        except (DatasetError, ValueError, StoreError, OSError) as error:
-            status.update(label="Evaluation failed", state="error")
-            st.error(str(error))
-        else:
-            st.session_state["evaluate_run_id"] = run_id
-            status.update(label=f"Stored as run #{run_id}", state="complete", expanded=False)
+# Runs as a background job: leaving the page or closing the tab does not stop it, and a refresh finds it again.
+evaluation_title = f"Evaluating {dataset.name} with {model_label(model)}"
+evaluation_job = shown_job("evaluate_job", "evaluate", {"--data": source, "--model": model})
+evaluation_running = show_job(evaluation_job, evaluation_title, "Encoding is cached on disk after the first time.")
+if not evaluation_running and st.button(
+    "Run evaluation", type="primary", key="evaluate_run", icon=":material/play_arrow:",
+    disabled=not (widths and precisions and methods), help="Choose at least one width, precision and method.",
+):
+    job_id = submit_job(
+        [
+            "evaluate", "--data", source, "--model", model, "--widths", comma_list(sorted(widths, reverse=True)),
+            "--precisions", comma_list(precisions), "--methods", comma_list(methods),
+        ],
+        evaluation_title,
+    )
+    if job_id is not None:
+        st.session_state["evaluate_job"] = job_id
+        st.rerun()
+if (result := finished_result(evaluation_job)) is not None:
+    st.session_state["evaluate_run_id"] = result["run_id"]
 
 run_id = shown_run(store, "evaluate_run_id", "evaluate", dataset)
 if run_id is None:
@@ -90,17 +89,28 @@ st.caption(
 results_table(results)
 
 # The planner needs latency at every evaluated width; offer to measure the widths no benchmark covers yet.
+bench_title = f"Benchmarking search latency on {dataset.name}"
+bench_job = shown_job("evaluate_bench_job", "bench", {"--data": source, "--model": run["model"]})
+bench_running = show_job(bench_job, bench_title)
 unmeasured_widths = store.widths_without_latency(results["width"])
-if unmeasured_widths:
+if unmeasured_widths and not bench_running:
     st.warning(
         f"No search latency measured yet at widths {', '.join(map(str, unmeasured_widths))}; the Planner cannot "
         "judge them against a latency target until they are benchmarked on this machine."
     )
-    if st.button("Benchmark latency at these widths", key="evaluate_bench", icon=":material/speed:"):
-        with st.status("Benchmarking search latency…", expanded=True) as status:
-            bench = bench_dataset(
-                dataset, embed_dataset(dataset, run["model"]), widths=unmeasured_widths, store=store,
-                progress=progress_bar("Timing each index"),
-            )
-            status.update(label=f"Latency stored as run #{bench.run_id}", state="complete", expanded=False)
-        st.rerun()
+    if st.button(
+        "Benchmark latency at these widths", key="evaluate_bench", icon=":material/speed:",
+        help=f"Times every index at {', '.join(format_count(size) for size in DATASET_BENCH_CORPUS_SIZES)} vectors "
+        "(rows drawn to match this data past its own size), as the first start does; minutes at 1M.",
+    ):
+        job_id = submit_job(
+            [
+                "bench", "--data", source, "--model", run["model"], "--widths", comma_list(unmeasured_widths),
+                "--corpus-sizes", comma_list(DATASET_BENCH_CORPUS_SIZES),
+                "--query-count", str(DATASET_BENCH_QUERY_COUNT),
+            ],
+            bench_title,
+        )
+        if job_id is not None:
+            st.session_state["evaluate_bench_job"] = job_id
+            st.rerun()

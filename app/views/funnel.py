@@ -8,24 +8,15 @@ import pandas as pd
 import streamlit as st
 
 from app.components import dataset_source_picker, model_picker, show_figure, tuned_funnels_table
-from app.progress import progress_bar
+from app.jobs import show_job, shown_job, submit_job
+from app.labels import model_label
 from app.state import dataset_embeddings, funnel_searcher, results_store
 from mrl_core.data import DatasetError
 from mrl_core.encode import encode_query
 from mrl_core.figures import funnel_stage_times
-from mrl_core.funnel import (
-    Funnel,
-    FunnelTuner,
-    live_query,
-    load_tuned_funnel,
-    save_tuning,
-    tuned_comparison,
-)
+from mrl_core.funnel import Funnel, live_query, load_tuned_funnel, tuned_comparison
 from mrl_core.indexes import FIRST_STAGE_INDEX_TYPES, FIRST_STAGE_PRECISION_CHOICES
-from mrl_core.store import StoreError
 
-# Sample queries the tuner measures recall on (it times latency on the first 50 of them).
-TUNING_QUERY_COUNT = 200
 # The hand-edited stage table; the first four columns must be filled (probes: ivf only; efSearch: hnsw only).
 STAGE_COLUMNS = ["width", "shortlist_size", "index_type", "precision", "probes", "ef_search"]
 REQUIRED_STAGE_COLUMNS = STAGE_COLUMNS[:4]
@@ -69,9 +60,10 @@ st.caption(
 )
 store = results_store()
 
-dataset = dataset_source_picker("funnel")
-if dataset is None:
+picked = dataset_source_picker("funnel")
+if picked is None:
     st.stop()
+dataset, source = picked
 model = model_picker(store, dataset, key="funnel_model")
 try:
     embeddings = dataset_embeddings(dataset, model)
@@ -98,27 +90,26 @@ tuned = load_tuned_funnel(
 )
 if mode == "auto":
     if tuned is None:
+        # Tuning runs as a background job: leaving the page or closing the tab does not stop it.
+        tuning_title = f"Tuning the funnel on {dataset.name} with {model_label(model)}"
+        tuning_job = shown_job("funnel_job", "funnel", {"--data": source, "--model": model})
+        if show_job(tuning_job, tuning_title, "Times every candidate funnel; the tuned pick is stored."):
+            st.stop()
         st.info(
             f"No funnel tuned yet for {dataset.name}, this model, recall {target_recall:.2f} and k={k}. Tuning times "
             "every candidate funnel on this machine."
         )
         if st.button("Tune the funnel", type="primary", key="funnel_tune", icon=":material/tune:"):
-            sample = embeddings.queries if len(embeddings.queries) else embeddings.corpus
-            with st.status("Tuning the funnel…", expanded=True) as status:
-                try:
-                    tuner = FunnelTuner(float(target_recall), k).fit(
-                        searcher, sample[:TUNING_QUERY_COUNT], progress=progress_bar("Timing candidate funnels")
-                    )
-                    run_id = save_tuning(
-                        store, tuner, model=model, model_fingerprint=embeddings.model_fingerprint,
-                        dataset=dataset.name, dataset_fingerprint=dataset.fingerprint,
-                    )
-                except (ValueError, StoreError) as error:
-                    status.update(label="Tuning failed", state="error")
-                    st.error(str(error))
-                    st.stop()
-                status.update(label=f"Tuned and stored as run #{run_id}", state="complete", expanded=False)
-            st.rerun()
+            job_id = submit_job(
+                [
+                    "funnel", "--data", source, "--model", model, "--target-recall", repr(float(target_recall)),
+                    "--k", str(k),
+                ],
+                tuning_title,
+            )
+            if job_id is not None:
+                st.session_state["funnel_job"] = job_id
+                st.rerun()
         st.stop()
     funnel, tuned_run = tuned
     summary = store.get_run(tuned_run)["summary"] or {}

@@ -9,15 +9,13 @@ from datetime import datetime
 import streamlit as st
 
 from app.components import dataset_source_picker, dataset_summary, metric_picker, model_picker, show_figure
+from app.jobs import comma_list, finished_result, show_job, shown_job, submit_job
 from app.labels import model_label
-from app.progress import progress_bar
 from app.state import results_store, shown_run
 from mrl_core.data import DatasetError, split_pairs
 from mrl_core.figures import quality_vs_width
 from mrl_core.model_widths import full_width, width_choices
 from mrl_core.paths import cache_dir
-from mrl_core.store import StoreError
-from mrl_core.train import run_training
 
 st.title("Train a Matryoshka model")
 st.caption(
@@ -27,14 +25,16 @@ st.caption(
 )
 store = results_store()
 
-dataset = dataset_source_picker(
+picked = dataset_source_picker(
     "train",
     help_upload="A pairs table (query, positive), or a BEIR zip with qrels/train.tsv, or embeddings for an adaptor.",
 )
-if dataset is None:
+if picked is None:
     st.stop()
+dataset, source = picked
 if not dataset.train_pairs and not dataset.is_precomputed:
-    # A pairs table arrives as evaluation queries only; hold some out and train on the rest.
+    # A pairs table arrives as evaluation queries only; hold some out and train on the rest (the train command
+    # splits it the same way).
     try:
         dataset = split_pairs(dataset)
     except (DatasetError, ValueError) as error:
@@ -70,24 +70,29 @@ if mode == "adaptor":
     default_name += ".npz"
 out = st.text_input("Save to", value=str(cache_dir() / "models" / default_name), key=f"train_out_{mode}")
 
-if st.button("Train", type="primary", key="train_run", icon=":material/model_training:"):
-    with st.status(f"Training ({mode}) on {len(dataset.train_pairs):,} pairs…", expanded=True) as status:
-        try:
-            train_run, summary = run_training(
-                dataset, base_model, mode=mode, dims=sorted(dims, reverse=True), out=out, store=store,
-                epochs=epochs, progress=progress_bar("Training (then evaluating before and after)"),
-            )
-        except (DatasetError, ValueError, StoreError, OSError) as error:
-            status.update(label="Training failed", state="error")
-            st.error(str(error))
-            st.stop()
-        status.update(
-            label=f"Trained in {summary['train_time_s']:.0f} s and saved to {out}", state="complete", expanded=False
-        )
-    st.session_state["train_last_run"] = train_run
-    st.toast(f"Training run #{train_run} stored; the trained model is now offered in every model picker.")
-    # Rerun so every picker on this page lists the new model.
-    st.rerun()
+# Runs as a background job: leaving the page or closing the tab does not stop it, and a refresh finds it again.
+training_title = f"Training ({mode}) on {len(dataset.train_pairs):,} pairs from {model_label(base_model)}"
+training_job = shown_job("train_job", "train", {"--data": source, "--model": base_model})
+training_running = show_job(
+    training_job, training_title, "Trains, then evaluates the held-out queries before and after."
+)
+if not training_running and st.button(
+    "Train", type="primary", key="train_run", icon=":material/model_training:", disabled=not dims,
+    help="Choose at least one width to train for.",
+):
+    job_id = submit_job(
+        [
+            "train", "--data", source, "--model", base_model, "--mode", mode,
+            "--dims", comma_list(sorted(dims, reverse=True)), "--epochs", str(epochs), "--out", out,
+        ],
+        training_title,
+    )
+    if job_id is not None:
+        st.session_state["train_job"] = job_id
+        st.rerun()
+if (result := finished_result(training_job)) is not None and st.session_state.get("train_last_run") != result["run_id"]:
+    st.session_state["train_last_run"] = result["run_id"]
+    st.toast(f"Training run #{result['run_id']} stored; the trained model is now offered in every model picker.")
 
 train_run = shown_run(store, "train_last_run", "train", dataset)
 if train_run is None:
