@@ -17,7 +17,8 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from app.state import results_store
 from mrl_core.data import DatasetError
-from mrl_core.jobs import format_seconds, log_tail, progress_text, submit
+from mrl_core.cli import submit_job as submit_checked
+from mrl_core.jobs import format_seconds, log_tail, progress_text
 from mrl_core.store import ACTIVE_JOB_STATUSES, StoreError
 
 JOBS_STARTED_KEY = "jobs_started"

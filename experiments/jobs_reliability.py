@@ -274,7 +274,7 @@ def lock_holder(message: str) -> str:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return "a process that has ended since"
     text = " ".join(cmdline)
-    if "mrl_core.jobs" in text:
+    if "mrl_core.job_process" in text:
         return "a job's process"
     for command in ("submit", "evaluate", "cancel", "jobs", "runs"):
         if "mrl_core" in text and command in cmdline:
@@ -578,7 +578,7 @@ def kill_server(harness: Harness, vectors: Path) -> dict:
     # group takes both. It stays alive after submitting, holding the job's reaper thread as the server does.
     code = (
         "import sys, time\n"
-        "from mrl_core.jobs import submit\n"
+        "from mrl_core.cli import submit_job as submit\n"
         f"print(submit({argv!r}, submitted_by='app session (reliability check)'), flush=True)\n"
         "time.sleep(3600)\n"
     )

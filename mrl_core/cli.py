@@ -449,6 +449,34 @@ def _cmd_first_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_job(argv: list[str]) -> argparse.Namespace:
+    """Parse and check a job's command line as the command itself would, before it is queued.
+
+    Bad arguments exit with argparse's usage message (status 2), exactly as the command does; an unknown
+    dataset source or model raises the ``DatasetError`` / ``ValueError`` the command would raise.
+    """
+    from mrl_core.jobs import JOB_COMMANDS
+
+    # argparse first: an unknown command gets the message `python -m mrl_core` itself gives.
+    args = build_parser().parse_args(argv)
+    if args.command not in JOB_COMMANDS:
+        raise ValueError(f"{args.command}: not a command a job can run; expected one of {', '.join(JOB_COMMANDS)}")
+    if args.command == "recommend" and not args.verify:
+        raise ValueError("recommend: only `recommend --verify` is long enough to be a job; run it directly")
+    check_command(args)
+    return args
+
+
+def submit_job(argv: list[str], *, submitted_by: str | None = None, label: str | None = None, unique: bool = False) -> int:
+    """Check a command line as the command itself would (``check_job``), then queue it as a background job
+    (``mrl_core.jobs.submit``, which takes the other arguments) in the store its ``--store`` names; return its id."""
+    from mrl_core.jobs import submit
+    from mrl_core.store import ResultStore
+
+    args = check_job(argv)
+    return submit(argv, ResultStore(args.store), submitted_by=submitted_by, label=label, unique=unique)
+
+
 def _job_record(job: dict) -> dict:
     from mrl_core.jobs import log_tail, progress_text
 
@@ -478,12 +506,12 @@ def _job_line(job: dict) -> str:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from mrl_core.jobs import job_log_path, submit
+    from mrl_core.jobs import job_log_path
 
     # --json anywhere asks for submit's own JSON; the job always runs its command with --json.
     argv = [part for part in args.argv if part != "--json"]
     args.json = args.json or len(argv) < len(args.argv)
-    job_id = submit(argv)
+    job_id = submit_job(argv)
     store = _store(_parse_store_of(argv))
     job = store.get_job(job_id)
     _emit(

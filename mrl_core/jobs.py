@@ -1,7 +1,7 @@
 """Background jobs: one of the CLI's commands run in its own process, detached from whoever submitted it.
 
 A browser tab, a page change or a closed terminal does not touch a job: ``submit`` records it in the results
-store as 'queued' and starts ``python -m mrl_core.jobs JOB_ID STORE`` in a new session (``subprocess.Popen``
+store as 'queued' and starts ``python -m mrl_core.job_process JOB_ID STORE`` in a new session (``subprocess.Popen``
 with ``start_new_session``; stdout and stderr go to the job's log file next to the store). That process waits
 its turn (at most ``max_running()`` jobs run at once, the rest start in the order they were submitted), runs
 the command in-process through ``mrl_core.cli.main`` with ``--json``, reports progress (phase, done, total,
@@ -17,7 +17,6 @@ store. The store keeps DuckDB's one-writer rule: every record update is one shor
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import getpass
 import io
@@ -105,41 +104,23 @@ def this_submitter() -> str:
     return f"{user}@{socket.gethostname()} (command line)"
 
 
-def check_job(argv: list[str]) -> argparse.Namespace:
-    """Parse and check a job's command line as the command itself would, before it is queued.
+def submit(
+    argv: list[str], store: ResultStore, *, submitted_by: str | None = None, label: str | None = None,
+    unique: bool = False,
+) -> int:
+    """Queue a checked command line as a job and start its process; return the job id at once.
 
-    Bad arguments exit with argparse's usage message (status 2), exactly as the command does; an unknown
-    dataset source or model raises the ``DatasetError`` / ``ValueError`` the command would raise.
-    """
-    from mrl_core.cli import build_parser, check_command
-
-    # argparse first: an unknown command gets the message `python -m mrl_core` itself gives.
-    args = build_parser().parse_args(argv)
-    if args.command not in JOB_COMMANDS:
-        raise ValueError(f"{args.command}: not a command a job can run; expected one of {', '.join(JOB_COMMANDS)}")
-    if args.command == "recommend" and not args.verify:
-        raise ValueError("recommend: only `recommend --verify` is long enough to be a job; run it directly")
-    check_command(args)
-    return args
-
-
-def submit(argv: list[str], *, submitted_by: str | None = None, label: str | None = None, unique: bool = False) -> int:
-    """Check a command line, queue it as a job and start its process; return the job id at once.
+    Check the command line first: ``mrl_core.cli.submit_job`` does, so bad input never reaches the queue.
 
     Args:
-        argv: the command and its arguments, as after ``python -m mrl_core`` (``--store`` picks the store;
-            ``--json`` is added: a job stores its command's JSON result).
+        argv: the command and its arguments, as after ``python -m mrl_core`` (``--json`` is added when it runs:
+            a job stores its command's JSON result).
+        store: the store that records the job (the command's ``--store``).
         submitted_by: who started it (an app session, or user@host for the command line).
         label: a human description (default: ``describe``).
         unique: return the id of a queued or running job with the same command line instead of queueing a
             second one (the app's first start, opened in two tabs at once).
-
-    Raises:
-        SystemExit: bad arguments (argparse's message on stderr, status 2), as the command itself exits.
-        DatasetError, ValueError: an unknown source or model, a command that cannot be a job.
     """
-    args = check_job(argv)
-    store = ResultStore(args.store)
     command, command_args = argv[0], list(argv[1:])
     if unique:
         for job in store.jobs(statuses=ACTIVE_JOB_STATUSES).to_dict("records"):
@@ -152,7 +133,7 @@ def submit(argv: list[str], *, submitted_by: str | None = None, label: str | Non
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mrl_core.jobs", str(job_id), str(store.path.resolve())],
+            [sys.executable, "-m", "mrl_core.job_process", str(job_id), str(store.path.resolve())],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd(),
         )
     # Reap the child when it ends while this process lives (a long-lived app server), so a killed job is not
@@ -208,11 +189,14 @@ def _raise_cancelled(signum, frame) -> None:
     raise RunCancelled(f"cancelled (signal {signum})")
 
 
-def run_job(job_id: int, store_path: str | os.PathLike) -> int:
-    """The job's process: wait for a slot, run the command, record how it ended. Returns its exit status."""
+def run_job(job_id: int, store_path: str | os.PathLike, run_command) -> int:
+    """The job's process: wait for a slot, run the command, record how it ended. Returns its exit status.
+
+    ``run_command(argv, progress=..., job_id=...)`` runs one CLI command and returns its exit status
+    (``mrl_core.cli.main``; ``mrl_core.job_process`` passes it, so this module does not import the CLI).
+    """
     signal.signal(signal.SIGTERM, _raise_cancelled)
     store = ResultStore(store_path, job_id=job_id)
-    from mrl_core.cli import main
 
     try:
         slots = max_running()
@@ -232,7 +216,7 @@ def run_job(job_id: int, store_path: str | os.PathLike) -> int:
         print(f"job {job_id}: python -m mrl_core {shlex.join(argv)}", file=sys.stderr, flush=True)
         output = io.StringIO()
         with contextlib.redirect_stdout(output):
-            exit_code = main(argv, progress=JobProgress(store, job_id), job_id=job_id)
+            exit_code = run_command(argv, progress=JobProgress(store, job_id), job_id=job_id)
         printed = output.getvalue()
         try:
             result = json.loads(printed) if printed.strip() else None
@@ -359,12 +343,3 @@ def format_seconds(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-if __name__ == "__main__":
-    exit_code = run_job(int(sys.argv[1]), sys.argv[2])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # The record is written and the store closed: skip the interpreter's teardown (torch and FAISS take
-    # seconds to unload), so the process ends when its record says it did.
-    os._exit(exit_code)

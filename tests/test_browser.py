@@ -24,7 +24,8 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import matryoshka_like_folder, synthetic_embeddings_zip
-from mrl_core.jobs import cancel, submit
+from mrl_core.cli import submit_job
+from mrl_core.jobs import cancel
 from mrl_core.planner import WidthPlanner
 from mrl_core.store import ResultStore
 
@@ -405,7 +406,7 @@ def test_a_job_is_cancelled_from_the_sidebar(app_url, page, tmp_path, monkeypatc
     # The job writes its cache where the server's jobs do.
     monkeypatch.setenv("MRL_CACHE_DIR", str(store_path.parent / "cache"))
     # Timing a 1M-row enlargement takes minutes here: long enough to be cancelled mid-way.
-    job_id = submit(
+    job_id = submit_job(
         ["bench", "--data", str(vectors), "--model", "precomputed", "--corpus-sizes", "1000000",
          "--store", str(store_path)],
         submitted_by="browser test",
