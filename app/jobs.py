@@ -56,7 +56,7 @@ def submit_job(argv: list[str], label: str, *, unique: bool = False) -> int | No
     try:
         # argparse prints its usage message to stderr and exits: keep the message to show it here.
         with contextlib.redirect_stderr(refusal):
-            job_id = submit(
+            job_id = submit_checked(
                 [*argv, "--store", str(results_store().path)], submitted_by=submitter(), label=label, unique=unique
             )
     except SystemExit:
