@@ -10,7 +10,8 @@ import os
 import zipfile
 from pathlib import Path
 
-from mrl_core.builtin import build_builtin
+from mrl_core.builtin import build_builtin, builtin_cache_path
+from mrl_core.builtin.gcide import build_large, large_cache_path
 from mrl_core.data.beir import _load_beir
 from mrl_core.data.embeddings import _VECTOR_COLUMNS, _load_embeddings
 from mrl_core.data.files import _check_zip_entry, _Files, _FolderFiles, _MemoryFiles, _zip_root, _ZipFiles
@@ -23,6 +24,9 @@ __all__ = [
     "DEFAULT_MAX_UNCOMPRESSED_BYTES",
     "DatasetError",
     "RetrievalDataset",
+    "allowed_data_roots",
+    "builtin_is_built",
+    "check_local_path",
     "content_fingerprint",
     "check_source",
     "load_dataset",
@@ -32,7 +36,7 @@ __all__ = [
 
 
 DEFAULT_MAX_UNCOMPRESSED_BYTES = 2 * 1024**3
-_BUILTIN_VARIANTS = {"builtin": "full", "builtin:quick": "quick"}
+_BUILTIN_VARIANTS = {"builtin": "full", "builtin:quick": "quick", "builtin:large": "large"}
 _TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
 _KNOWN_SUFFIXES = ".zip, .csv, .tsv, .jsonl, .parquet, .txt or .npy"
 
@@ -44,7 +48,8 @@ def load_dataset(
 
     Accepted sources, chosen by what the path is:
 
-    * ``builtin`` / ``builtin:quick``: the embedded default dataset (``mrl_core.builtin``).
+    * ``builtin`` / ``builtin:quick``: the embedded default dataset (``mrl_core.builtin``);
+      ``builtin:large``: 105,377 dictionary definitions (``mrl_core.builtin.gcide``).
     * A BEIR folder, or a ``.zip`` holding one at its top level or inside one folder::
 
           corpus.jsonl      {"_id", "title" (optional), "text"} per line
@@ -136,6 +141,53 @@ def check_source(source: str | os.PathLike) -> None:
         )
 
 
+def allowed_data_roots() -> list[Path]:
+    """Folders whose files the app may load by path: ``$MRL_DATA_ROOTS`` (separated by ``os.pathsep``), else the
+    user's home folder. Resolved, so a symbolic link cannot lead out of them."""
+    configured = os.environ.get("MRL_DATA_ROOTS")
+    texts = [part for part in configured.split(os.pathsep) if part.strip()] if configured else [str(Path.home())]
+    return [Path(text).expanduser().resolve() for text in texts]
+
+
+def check_local_path(path_text: str, roots: list[Path] | None = None) -> Path:
+    """A file or folder on this machine that a user named, checked before anything reads it.
+
+    Refused: an empty path, any ``..`` component, a path that does not exist or cannot be read, and one whose
+    real location (symbolic links followed) is outside every allowed root (``allowed_data_roots()`` unless
+    ``roots`` is given).
+
+    Returns:
+        The resolved path, for ``load_dataset``.
+
+    Raises:
+        DatasetError: naming the path and what is wrong with it.
+
+    Example:
+        >>> check_local_path("../etc/passwd", roots=[Path("/")])
+        Traceback (most recent call last):
+        ...
+        mrl_core.dataset.DatasetError: ../etc/passwd: a path may not contain '..'; give it from an allowed folder down
+    """
+    text = path_text.strip()
+    if not text:
+        raise DatasetError("no path given; expected a BEIR folder, a .zip, a table, a .txt or a .npy file on this machine")
+    path = Path(text).expanduser()
+    if ".." in path.parts:
+        raise DatasetError(f"{text}: a path may not contain '..'; give it from an allowed folder down")
+    if not path.exists():
+        raise DatasetError(f"{text}: no such file or folder on this machine")
+    resolved = path.resolve()
+    roots = allowed_data_roots() if roots is None else [Path(root).resolve() for root in roots]
+    if not any(resolved == root or root in resolved.parents for root in roots):
+        allowed = ", ".join(str(root) for root in roots)
+        raise DatasetError(
+            f"{text}: outside the folders this app may read ({allowed}); set MRL_DATA_ROOTS to allow another"
+        )
+    if not os.access(resolved, os.R_OK | (os.X_OK if resolved.is_dir() else 0)):
+        raise DatasetError(f"{text}: not readable by this app's user")
+    return resolved
+
+
 def load_uploaded(
     filename: str, content: bytes, *, max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES
 ) -> RetrievalDataset:
@@ -169,8 +221,17 @@ def load_uploaded(
     )
 
 
+def builtin_is_built(source: str) -> bool:
+    """Whether a built-in dataset (``builtin``, ``builtin:quick``, ``builtin:large``) is in the cache, so loading
+    it reads a file instead of walking packages or extracting a dictionary."""
+    check_source(source)
+    variant = _BUILTIN_VARIANTS[source]
+    return (large_cache_path() if variant == "large" else builtin_cache_path(variant)).is_file()
+
+
 def _load_builtin(source: str) -> RetrievalDataset:
-    return build_builtin(_BUILTIN_VARIANTS[source])
+    variant = _BUILTIN_VARIANTS[source]
+    return build_large() if variant == "large" else build_builtin(variant)
 
 
 def _load_file(files: _Files, name: str, *, source: str, max_uncompressed_bytes: int) -> RetrievalDataset:
