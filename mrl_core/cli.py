@@ -338,13 +338,21 @@ def _cmd_funnel(args: argparse.Namespace) -> int:
         funnel, funnel_run_id = found
     # The tuned pick beside exact search and the fastest standard index (full-width HNSW/IVF) at the target.
     comparison = tuned_comparison(store, funnel_run_id)
+    heldout = comparison["heldout"] or {}
+    # The pick measured on queries the tuner did not see (a single live query's timing is too noisy to judge by).
+    measured = {"measured_recall_at_10": heldout.get("recall_at_10"), "measured_speedup": heldout.get("speedup")}
     tuning_line = f"  tuning (run {funnel_run_id}): {comparison['verdict']}"
+    if heldout:
+        tuning_line += (
+            f"\n  on {heldout['query_count']} queries the tuner did not see: recall@{args.k} {heldout['recall_at_10']:.3f}, "
+            f"p50 {heldout['p50_ms']:.3f} ms vs exact {heldout['exact_p50_ms']:.3f} ms, {heldout['speedup']:.2f}x"
+        )
     header = f"funnel {funnel.describe()} ({'tuned now' if found is None else 'stored'}, run {funnel_run_id})"
     if query_vector is None:
         payload = {
             "model": args.model, "dataset": dataset.summary(), "target_recall": args.target_recall, "k": args.k,
             "funnel_run_id": funnel_run_id, "tuned_now": found is None, "funnel": funnel.to_dicts(),
-            "description": funnel.describe(), "comparison": comparison,
+            "description": funnel.describe(), "comparison": comparison, **measured,
         }
         _emit(args, payload, "\n".join([header, tuning_line]))
         return 0
@@ -379,6 +387,7 @@ def _cmd_funnel(args: argparse.Namespace) -> int:
         "overlap_at_k": answer["overlap_at_k"],
         "k": args.k,
         "speedup": answer["speedup"],
+        **measured,
         "comparison": comparison,
         "threads": answer["threads"],
         "batch_size": 1,

@@ -444,3 +444,41 @@ def test_planner_names_a_one_stage_standard_index_by_its_index():
     )
     assert funnel_label([{"width": 64, "index_type": "binary", "precision": "binary", "shortlist_size": 400},
                          {"width": 384, "shortlist_size": 10}]) == "funnel binary 64 -> 400 | 384 -> 10"
+
+
+# -- the pick measured on queries the tuner did not see ------------------------------------------------------------
+def test_heldout_measurement_repeats_recall_and_timing_on_other_queries(searcher, data):
+    queries = data[1]
+    tuner = FunnelTuner(
+        target_recall=0.9, first_stage_widths=(16,), index_types=("flat",), max_stages=2,
+        latency_query_count=5, finalist_rounds=1, include_reference=False,
+    ).fit(searcher, queries[:30])
+    assert tuner.heldout_ is None
+    heldout = tuner.measure_heldout(queries[30:])
+    expected_recall = fidelity_at_k(
+        searcher.search(queries[30:], tuner.best_).ids, searcher.exact_search(queries[30:], 10).ids, 10
+    )
+    assert heldout["query_count"] == 30 and heldout["recall_at_10"] == pytest.approx(expected_recall)
+    assert heldout["p95_ms"] >= heldout["p50_ms"] > 0 and heldout["exact_p95_ms"] >= heldout["exact_p50_ms"] > 0
+    assert heldout["speedup"] == pytest.approx(heldout["exact_p50_ms"] / heldout["p50_ms"])
+    assert tuner.measure_heldout(queries[:0]) is None and tuner.heldout_ is None
+
+
+def test_funnel_json_reports_the_pick_measured_on_queries_the_tuner_did_not_see(tmp_path, capsys, data):
+    import json
+
+    from mrl_core.cli import main
+
+    corpus, queries = data
+    np.save(tmp_path / "vectors.npy", corpus)
+    np.save(tmp_path / "vectors.queries.npy", queries)
+    store_path = tmp_path / "results.duckdb"
+    code = main(["funnel", "--data", str(tmp_path / "vectors.npy"), "--model", "precomputed", "--store", str(store_path),
+                 "--target-recall", "0.9", "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0
+    heldout = ResultStore(store_path).get_run(payload["funnel_run_id"])["summary"]["heldout"]
+    # 60 queries: the tuner sees 30 of them, the pick is measured on the other 30.
+    assert heldout["query_count"] == 30 and payload["comparison"]["heldout"] == heldout
+    assert payload["measured_recall_at_10"] == heldout["recall_at_10"] and 0 < heldout["recall_at_10"] <= 1
+    assert payload["measured_speedup"] == pytest.approx(heldout["exact_p50_ms"] / heldout["p50_ms"])

@@ -11,22 +11,30 @@ from mrl_core.funnel.tuner import FunnelTuner
 from mrl_core.progress import Progress
 
 TUNING_QUERY_COUNT = 300
-"""Queries a funnel is tuned on, at most: a fixed random sample of the dataset's queries (or corpus rows)."""
+"""Queries a funnel is tuned on, at most: half of a fixed random sample of the dataset's queries (or corpus rows)."""
+HELDOUT_QUERY_COUNT = 300
+"""Queries the tuned pick is measured on afterwards, at most: the other half, never seen by the tuner."""
 
 
 def tune_funnel(
     store, searcher: FunnelSearcher, embeddings, *, model: str, dataset, target_recall: float, k: int,
     progress: Progress | None = None,
 ) -> int:
-    """Tune a funnel for ``target_recall`` at ``k`` on a dataset's queries and store it; return the run id.
+    """Tune a funnel for ``target_recall`` at ``k`` on half of a dataset's queries, measure the pick on the
+    other half, and store both; return the run id.
 
-    The tuner sees at most ``TUNING_QUERY_COUNT`` queries, a seeded random sample; a corpus without queries
-    lends its own rows. ``embeddings`` is the dataset's ``DatasetEmbeddings`` under ``model``.
+    A seeded random permutation of the queries (a corpus without queries lends its own rows) gives the
+    tuning queries (half, at most ``TUNING_QUERY_COUNT``) and the held-out ones (the rest, at most
+    ``HELDOUT_QUERY_COUNT``); with a single query there is nothing to hold out. ``embeddings`` is the
+    dataset's ``DatasetEmbeddings`` under ``model``.
     """
-    rng = np.random.default_rng(0)
     pool = embeddings.queries if len(embeddings.queries) else embeddings.corpus
-    sample = pool[np.sort(rng.choice(len(pool), min(len(pool), TUNING_QUERY_COUNT), replace=False))]
-    tuner = FunnelTuner(target_recall, k).fit(searcher, sample, progress=progress)
+    order = np.random.default_rng(0).permutation(len(pool))
+    tuning_count = min(TUNING_QUERY_COUNT, max(1, len(pool) // 2))
+    tuning = pool[np.sort(order[:tuning_count])]
+    heldout = pool[np.sort(order[tuning_count : tuning_count + HELDOUT_QUERY_COUNT])]
+    tuner = FunnelTuner(target_recall, k).fit(searcher, tuning, progress=progress)
+    tuner.measure_heldout(heldout)
     return save_tuning(
         store, tuner, model=model, model_fingerprint=embeddings.model_fingerprint, dataset=dataset.name,
         dataset_fingerprint=dataset.fingerprint,
@@ -138,6 +146,7 @@ def save_tuning(store, tuner: FunnelTuner, **run_fields) -> int:
                 "verdict": comparison["verdict"],
                 "rescore_location": tuner.rescore_location,
                 "skipped": tuner.skipped_,
+                "heldout": tuner.heldout_,
             },
         )
     return run_id
@@ -170,8 +179,10 @@ def tuned_comparison(store, run_id: int) -> dict:
     Returns:
         {"funnel", "exact", "baseline" (None when no standard index met the target, or the run predates
         the comparison), "speedup_vs_exact", "speedup_vs_baseline", "faster", "smaller_in_ram",
-        "rescore_location", "verdict"}; each side is {label, p50_ms, recall_at_10, ram_bytes_per_vector,
-        disk_bytes_per_vector} (bytes None for a run stored before they were).
+        "rescore_location", "verdict", "heldout"}; each side is {label, p50_ms, recall_at_10,
+        ram_bytes_per_vector, disk_bytes_per_vector} (bytes None for a run stored before they were);
+        "heldout" is the pick measured on queries the tuner did not see (``FunnelTuner.measure_heldout``),
+        None when the run had none or predates it.
     """
     summary = store.get_run(run_id)["summary"] or {}
     exact_p50_ms = summary.get("exact_p50_ms")
@@ -201,4 +212,5 @@ def tuned_comparison(store, run_id: int) -> dict:
         "smaller_in_ram": summary.get("smaller_in_ram"),
         "rescore_location": summary.get("rescore_location"),
         "verdict": verdict,
+        "heldout": summary.get("heldout"),
     }

@@ -163,6 +163,7 @@ class FunnelTuner:
     Attributes (after ``fit``):
         best_: the chosen ``Funnel``.
         best_timing_: its measured {"p50_ms", "p95_ms", "stage_p50_ms", "query_count"} and recall.
+        heldout_: the pick measured on other queries by ``measure_heldout`` (None until it is called).
         exact_timing_: the same for exact full-width search, timed alongside the finalists.
         frontier_: one dict per measured config: stages, description, recall_at_10, p50_ms, p95_ms,
             stage_p50_ms, meets_target, on_frontier, chosen, reference, exact, standard_index,
@@ -336,7 +337,41 @@ class FunnelTuner:
         self.corpus_size_ = searcher.corpus_size
         self.query_count_ = len(queries)
         self.searcher_ = searcher
+        self.heldout_ = None
         return self
+
+    def measure_heldout(self, heldout_queries: np.ndarray) -> dict | None:
+        """The pick and exact search on queries the tuner did not see: recall@k against exact, and latency.
+
+        Both are timed one query per call, in turn (``time_round_robin``, ``finalist_rounds`` rounds), on
+        ``threads`` threads. The tuning sample's figures were what the pick was chosen on; these say
+        whether it holds on other queries.
+
+        Returns:
+            {"query_count", "recall_at_10", "p50_ms", "p95_ms", "exact_p50_ms", "exact_p95_ms", "speedup"}
+            (speedup = exact p50 / pick p50), stored as ``heldout_``; None, with nothing measured, when
+            there are no held-out queries.
+        """
+        searcher = self.searcher_
+        queries = query_matrix(heldout_queries, searcher.width)
+        if len(queries) == 0:
+            self.heldout_ = None
+            return None
+        k = int(self.k)
+        exact = Funnel.exact(searcher.width, k)
+        with search_threads(self.threads):
+            recall = fidelity_at_k(searcher.search(queries, self.best_).ids, searcher.exact_search(queries, k).ids, k)
+            pick, reference = time_round_robin(searcher, queries, [self.best_, exact], self.finalist_rounds)
+        self.heldout_ = {
+            "query_count": len(queries),
+            "recall_at_10": recall,
+            "p50_ms": pick["p50_ms"],
+            "p95_ms": pick["p95_ms"],
+            "exact_p50_ms": reference["p50_ms"],
+            "exact_p95_ms": reference["p95_ms"],
+            "speedup": reference["p50_ms"] / pick["p50_ms"],
+        }
+        return self.heldout_
 
     def _bytes_per_vector(self, searcher: FunnelSearcher, funnel: Funnel) -> tuple[float, float]:
         """(RAM, disk) bytes per vector of ``funnel`` over the whole corpus (``mrl_core.cost`` formulas;
