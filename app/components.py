@@ -9,15 +9,22 @@ import streamlit as st
 
 from app.jobs import show_job, shown_job, submit_job
 from app.labels import METRIC_LABELS, available_metrics, format_count, trained_model_label
-from app.state import cached_dataset, cached_upload, saved_upload
-from mrl_core.data import DatasetError, RetrievalDataset
+from app.state import cached_dataset, cached_local_dataset, cached_upload, saved_upload
+from mrl_core.data import DatasetError, RetrievalDataset, allowed_data_roots, builtin_is_built, check_local_path
+from mrl_core.encode import embeddings_cached
 from mrl_core.funnel import Funnel
 from mrl_core.models import is_adaptor
 from mrl_core.store import ResultStore
 
-BUILTIN_SOURCES = ("builtin:quick", "builtin")
-"""Built-in datasets the pickers offer: the quick one first, because the first screen uses it."""
-SOURCE_LABELS = {"builtin:quick": "Built-in (quick)", "builtin": "Built-in (full)", "upload": "Upload a file"}
+BUILTIN_SOURCES = ("builtin:quick", "builtin", "builtin:large")
+"""Built-in datasets the pickers offer, smallest first: the quick one is the default, the first screen uses it."""
+SOURCE_LABELS = {
+    "builtin:quick": "Built-in (quick)",
+    "builtin": "Built-in (full)",
+    "builtin:large": "Built-in (large: dictionary)",
+    "upload": "Upload a file",
+    "path": "A file on this machine",
+}
 
 
 # -- data and models ---------------------------------------------------------------------------------------------
@@ -26,15 +33,21 @@ class PickedData(NamedTuple):
 
     dataset: RetrievalDataset
     source: str
-    """'builtin:quick', 'builtin', or the path an upload was saved to (``app.state.saved_upload``)."""
+    """A built-in name ('builtin:quick', ...), the path an upload was saved to (``app.state.saved_upload``), or the
+    checked path of a file on this machine."""
 
 
-def dataset_source_picker(key: str, *, allow_upload: bool = True, help_upload: str | None = None) -> PickedData | None:
-    """Built-in data or an uploaded file, loaded; shows the library's message and returns None on a bad file."""
-    choices = list(BUILTIN_SOURCES) + (["upload"] if allow_upload else [])
+def dataset_source_picker(
+    key: str, *, allow_upload: bool = True, help_upload: str | None = None, default: str = BUILTIN_SOURCES[0]
+) -> PickedData | None:
+    """Built-in data, an uploaded file or a file on this machine, loaded; shows the library's message and returns
+    None on a bad file or path."""
+    choices = list(BUILTIN_SOURCES) + (["upload", "path"] if allow_upload else [])
     source = st.segmented_control(
-        "Data", choices, default=choices[0], format_func=SOURCE_LABELS.get, key=f"{key}_source", required=True
+        "Data", choices, default=default, format_func=SOURCE_LABELS.get, key=f"{key}_source", required=True
     )
+    if source == "path":
+        return _local_file_picker(key)
     if source != "upload":
         try:
             return PickedData(cached_dataset(source), source)
@@ -58,6 +71,35 @@ def dataset_source_picker(key: str, *, allow_upload: bool = True, help_upload: s
     except (DatasetError, ValueError, OSError) as error:
         st.error(str(error))
         return None
+
+
+def _local_file_picker(key: str) -> PickedData | None:
+    """A dataset named by its path on this machine: for corpora past the upload limit, read where they lie."""
+    roots = allowed_data_roots()
+    path_text = st.text_input(
+        "Path on this machine",
+        key=f"{key}_path",
+        placeholder=str(roots[0] / "data" / "scifact") if roots else "",
+        help="A BEIR folder or .zip, a pairs or corpus table, a .txt, or embeddings (.npy, .parquet or a folder), "
+        f"inside {', '.join(str(root) for root in roots)} (set MRL_DATA_ROOTS to change).",
+    )
+    if not path_text.strip():
+        st.info(f"Type the path of a dataset inside {', '.join(str(root) for root in roots)}.")
+        return None
+    try:
+        path = check_local_path(path_text, roots)
+        return PickedData(cached_local_dataset(str(path), path.stat().st_mtime_ns), str(path))
+    except (DatasetError, ValueError, OSError) as error:
+        st.error(str(error))
+        return None
+
+
+def largest_ready_source(model: str = "base") -> str:
+    """The largest built-in dataset already built and encoded by ``model``: nothing to wait for on a page."""
+    for source in reversed(BUILTIN_SOURCES):
+        if builtin_is_built(source) and embeddings_cached(cached_dataset(source), model):
+            return source
+    return BUILTIN_SOURCES[0]
 
 
 def dataset_summary(dataset: RetrievalDataset) -> None:

@@ -37,6 +37,12 @@ def cached_dataset(source: str) -> RetrievalDataset:
     return load_dataset(source)
 
 
+@st.cache_resource(show_spinner="Loading the dataset…", max_entries=4)
+def cached_local_dataset(path: str, modified_ns: int) -> RetrievalDataset:
+    """``load_dataset(path)`` once per path and modification time (a changed file is read again)."""
+    return load_dataset(path)
+
+
 @st.cache_resource(
     show_spinner="Reading the upload…", max_entries=4, hash_funcs={bytes: lambda b: hashlib.sha256(b).hexdigest()}
 )

@@ -125,7 +125,7 @@ def embed_dataset(dataset: RetrievalDataset, spec: str, progress: Progress | Non
     if spec == "precomputed":
         raise ValueError(f"{dataset.source}: holds texts, not embeddings; choose a model such as 'base'")
     fingerprint = model_fingerprint(spec)
-    folder = cache_dir() / "embeddings" / fingerprint
+    corpus_path, query_path = _cache_paths(dataset, spec)
     total = dataset.corpus_size + len(dataset.query_texts or [])
 
     def corpus_progress(done: int, _: int) -> None:
@@ -137,12 +137,27 @@ def embed_dataset(dataset: RetrievalDataset, spec: str, progress: Progress | Non
             progress(dataset.corpus_size + done, total)
 
     query_texts = list(dataset.query_texts or [])
-    corpus = _cached(
-        folder / f"{_texts_key(dataset.corpus_texts)}.npy",
-        lambda: encode_texts(spec, dataset.corpus_texts, corpus_progress),
-    )
-    queries = _cached(folder / f"{_texts_key(query_texts)}.npy", lambda: encode_texts(spec, query_texts, query_progress))
+    corpus = _cached(corpus_path, lambda: encode_texts(spec, dataset.corpus_texts, corpus_progress))
+    queries = _cached(query_path, lambda: encode_texts(spec, query_texts, query_progress))
     return DatasetEmbeddings(corpus, queries, spec, fingerprint)
+
+
+def embeddings_cached(dataset: RetrievalDataset, spec: str) -> bool:
+    """Whether ``embed_dataset(dataset, spec)`` would read the disk cache only, encoding nothing."""
+    if is_adaptor(spec):
+        return embeddings_cached(dataset, load_adaptor(spec).base_model)
+    if dataset.is_precomputed or spec == "precomputed":
+        return True
+    return all(path.exists() for path in _cache_paths(dataset, spec))
+
+
+def _cache_paths(dataset: RetrievalDataset, spec: str) -> tuple[Path, Path]:
+    """Where a text dataset's corpus and query embeddings under a model are cached."""
+    folder = cache_dir() / "embeddings" / model_fingerprint(spec)
+    return (
+        folder / f"{_texts_key(dataset.corpus_texts)}.npy",
+        folder / f"{_texts_key(list(dataset.query_texts or []))}.npy",
+    )
 
 
 def _texts_key(texts: list[str]) -> str:

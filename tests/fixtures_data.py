@@ -66,3 +66,35 @@ def zip_folder(folder: Path, zip_path: Path, *, inner: str = "") -> Path:
                 relative = path.relative_to(folder).as_posix()
                 archive.write(path, f"{inner}/{relative}" if inner else relative)
     return zip_path
+
+
+def large_miniature_entries(distractors: int = 400) -> list:
+    """A miniature of ``builtin:large``: the entries its example queries should find, among generated definitions."""
+    from mrl_core.builtin.gcide import Entry
+
+    targets = {
+        "Barometer": "n. An instrument for determining the weight or pressure of the atmosphere, and hence for judging "
+                     "of the probable changes of weather.",
+        "Aardvark": "n. (Zool.) An edentate mammal, somewhat resembling a pig, common in some parts of Southern Africa. "
+                    "It burrows in the ground, and feeds entirely on ants, which it catches with its long, slimy tongue.",
+        "Honey": "n. A sweet viscid fluid, esp. that collected by bees from flowers of plants, and deposited in the "
+                 "cells of the honeycomb.",
+        "Palindrome": "n. A word, verse, or sentence, that is the same when read backward or forward.",
+        "Astronomy": "n. The science which treats of the celestial bodies, of their magnitudes, motions, distances, "
+                     "periods of revolution, eclipses, constitution, physical condition, and of the causes of their "
+                     "various phenomena.",
+    }
+    things = ["tool", "vessel", "garment", "plant", "bird", "stone", "dance", "coin", "fish", "song", "tax", "wagon",
+              "sword", "fabric", "grain", "disease", "office", "ship", "beetle", "lamp"]
+    uses = ["carrying water", "measuring land", "binding books", "catching eels", "weaving silk", "cutting hay",
+            "storing grain", "signalling ships", "brewing ale", "dyeing wool", "shoeing horses", "polishing brass",
+            "trimming hedges", "grinding corn", "mending nets", "tanning hides", "pressing grapes", "roofing barns",
+            "spinning flax", "smelting iron"]
+    places = ["Scotland", "Persia", "Peru", "Norway", "India", "Wales", "Egypt", "Spain"]
+    entries = [Entry(term.lower(), term, text, False) for term, text in targets.items()]
+    for number in range(distractors):
+        thing, use = things[number % len(things)], uses[(number // len(things)) % len(uses)]
+        place = places[(number // (len(things) * len(uses))) % len(places)]
+        term = f"Term{number:04d}"
+        entries.append(Entry(term.lower(), term, f"n. A {thing} used in {place} for {use}.", False))
+    return entries

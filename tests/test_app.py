@@ -258,6 +258,58 @@ def test_tuning_the_funnel_runs_as_a_job_and_shows_the_tuned_pick(seeded_store):
     headline = f"**Tuned funnel** (run #{run_id}): `{funnel.describe()}`"
     assert any(block.value.startswith(headline) for block in app.markdown)
     assert not [button for button in app.button if button.key == "funnel_tune"]
+    # The pick measured again on the queries the tuner did not see, as stored.
+    heldout = seeded_store.get_run(run_id)["summary"]["heldout"]
+    shown = {metric.label: metric.value for metric in app.metric}
+    assert shown["Recall@10 on unseen queries"] == f"{heldout['recall_at_10']:.3f}"
+    assert shown["Speedup on unseen queries"] == f"{heldout['speedup']:.1f}×"
+
+
+def test_a_dataset_is_read_by_its_path_inside_the_allowed_folders_only(seeded_store, tmp_path, monkeypatch):
+    from tests.fixtures_data import write_beir
+
+    allowed = tmp_path / "datasets"
+    write_beir(allowed / "tiny")
+    write_beir(tmp_path / "elsewhere")
+    (allowed / "escape").symlink_to(tmp_path / "elsewhere")
+    monkeypatch.setenv("MRL_DATA_ROOTS", str(allowed))
+    app = start("views/evaluate.py", evaluate_source="path")
+    assert app.info[0].value.startswith(f"Type the path of a dataset inside {allowed}")
+    for typed, message in [
+        (str(allowed / "tiny" / ".." / "tiny"), "a path may not contain '..'"),
+        (str(allowed / "missing"), "no such file or folder"),
+        (str(tmp_path / "elsewhere"), f"outside the folders this app may read ({allowed})"),
+        (str(allowed / "escape"), "outside the folders this app may read"),
+    ]:
+        app.text_input(key="evaluate_path").set_value(typed)
+        rerun(app)
+        assert app.error[0].value.startswith(f"{typed}: ") and message in app.error[0].value
+    app.text_input(key="evaluate_path").set_value(str(allowed / "tiny"))
+    rerun(app)
+    assert not app.error
+    shown = {metric.label: metric.value for metric in app.metric}
+    assert shown["Documents"] == "3" and shown["Judged queries"] == "2"
+
+
+def test_funnel_page_opens_on_the_large_builtin_set_once_ready_and_an_example_runs(seeded_store):
+    """A miniature of builtin:large in the cache, encoded and tuned: the page picks it, an example chip searches."""
+    from mrl_core.builtin.gcide import EXAMPLE_QUERIES, write_cache
+    from mrl_core.cli import main
+    from tests.fixtures_data import large_miniature_entries
+
+    assert start("views/funnel.py").button_group(key="funnel_source").value == "builtin:quick"  # nothing large yet
+    write_cache(large_miniature_entries())
+    assert main(["funnel", "--data", "builtin:large", "--model", "base"]) == 0  # encodes and tunes
+    app = start("views/funnel.py")
+    assert app.button_group(key="funnel_source").value == "builtin:large"
+    assert any(caption.value.startswith("**builtin:large**: 405 documents") for caption in app.caption)
+    query, target = next(iter(EXAMPLE_QUERIES.items()))
+    assert app.button_group(key="funnel_example").options[0] == query
+    app.button_group(key="funnel_example").set_value(query)
+    rerun(app)
+    assert app.text_input(key="funnel_query").value == query
+    funnel_results, exact_results = app.dataframe[-2].value, app.dataframe[-1].value
+    assert exact_results["document"].iloc[0] == target and target in set(funnel_results["document"])
 
 
 @pytest.mark.slow
