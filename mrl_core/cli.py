@@ -315,55 +315,86 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_funnel(args: argparse.Namespace) -> int:
     from mrl_core.data import load_dataset
     from mrl_core.encode import embed_dataset, encode_query
-    from mrl_core.funnel import FunnelSearcher, live_query, load_tuned_funnel, tune_funnel, tuned_comparison
+    from mrl_core.funnel import (
+        FunnelSearcher,
+        check_enlargement_fits,
+        enlarged_corpus,
+        live_query,
+        load_tuned_funnel,
+        tune_enlarged_funnel,
+        tune_funnel,
+        tuned_comparison,
+    )
 
     dataset = load_dataset(args.data)
+    if args.enlarge is not None and args.enlarge <= dataset.corpus_size:
+        raise ValueError(f"--enlarge {args.enlarge}: must be above the {dataset.corpus_size:,} documents of {args.data}")
     embeddings = embed_dataset(dataset, args.model, args.progress("encoding"))
+    if args.enlarge is not None:
+        check_enlargement_fits(args.enlarge, embeddings.width)
     # Encode first: a model that cannot encode text should fail before minutes of tuning.
     query_vector = None if args.query is None else encode_query(args.model, args.query)
     store = _store(args)
     searcher = FunnelSearcher(embeddings.corpus)
-    found = None if args.retune else load_tuned_funnel(
-        store, model=args.model, dataset_fingerprint=dataset.fingerprint, target_recall=args.target_recall, k=args.k
-    )
+    matching = {"model": args.model, "dataset_fingerprint": dataset.fingerprint, "target_recall": args.target_recall,
+                "k": args.k}
+    found = None if args.retune else load_tuned_funnel(store, **matching)
     if found is None:
-        funnel_run_id = tune_funnel(
+        tune_funnel(
             store, searcher, embeddings, model=args.model, dataset=dataset, target_recall=args.target_recall, k=args.k,
             progress=args.progress("timing funnels"),
         )
-        funnel, _ = load_tuned_funnel(
-            store, model=args.model, dataset_fingerprint=dataset.fingerprint, target_recall=args.target_recall, k=args.k
-        )
-    else:
-        funnel, funnel_run_id = found
+    funnel, funnel_run_id = load_tuned_funnel(store, **matching)
+    tuned_now = found is None
+    if args.enlarge is not None:
+        # The same tuning on the corpus enlarged with mixture rows; the real run above is its check's reference.
+        found = None if args.retune else load_tuned_funnel(store, **matching, enlarged_to=args.enlarge)
+        if found is None:
+            tune_enlarged_funnel(
+                store, embeddings, model=args.model, dataset=dataset, target_recall=args.target_recall, k=args.k,
+                corpus_size=args.enlarge, real_run_id=funnel_run_id, progress=args.progress("timing funnels (enlarged)"),
+            )
+        funnel, funnel_run_id = load_tuned_funnel(store, **matching, enlarged_to=args.enlarge)
+        tuned_now = found is None
     # The tuned pick beside exact search and the fastest standard index (full-width HNSW/IVF) at the target.
     comparison = tuned_comparison(store, funnel_run_id)
     heldout = comparison["heldout"] or {}
+    enlargement = comparison["enlargement"]
     # The pick measured on queries the tuner did not see (a single live query's timing is too noisy to judge by).
     measured = {"measured_recall_at_10": heldout.get("recall_at_10"), "measured_speedup": heldout.get("speedup")}
-    tuning_line = f"  tuning (run {funnel_run_id}): {comparison['verdict']}"
+    corpus_size = enlargement["corpus_size"] if enlargement else dataset.corpus_size
+    header = (
+        f"funnel {funnel.describe()} ({'tuned now' if tuned_now else 'stored'}, run {funnel_run_id}) on {corpus_size:,} rows"
+        + (f" ({enlargement['synthetic_rows']:,} of them synthetic distractors)" if enlargement else "")
+    )
+    lines = [header, f"  tuning (run {funnel_run_id}): {comparison['verdict']}"]
     if heldout:
-        tuning_line += (
-            f"\n  on {heldout['query_count']} queries the tuner did not see: recall@{args.k} {heldout['recall_at_10']:.3f}, "
+        lines.append(
+            f"  on {heldout['query_count']} queries the tuner did not see: recall@{args.k} {heldout['recall_at_10']:.3f}, "
             f"p50 {heldout['p50_ms']:.3f} ms vs exact {heldout['exact_p50_ms']:.3f} ms, {heldout['speedup']:.2f}x"
         )
-    header = f"funnel {funnel.describe()} ({'tuned now' if found is None else 'stored'}, run {funnel_run_id})"
+    if enlargement:
+        lines.append("  stand-in check: " + enlargement_check_text(enlargement["check"]))
+    common = {
+        "model": args.model, "dataset": dataset.summary(), "corpus_size": corpus_size, "enlargement": enlargement,
+        "target_recall": args.target_recall, "k": args.k, "funnel_run_id": funnel_run_id, "tuned_now": tuned_now,
+        "funnel": funnel.to_dicts(), "description": funnel.describe(), **measured, "comparison": comparison,
+    }
     if query_vector is None:
-        payload = {
-            "model": args.model, "dataset": dataset.summary(), "target_recall": args.target_recall, "k": args.k,
-            "funnel_run_id": funnel_run_id, "tuned_now": found is None, "funnel": funnel.to_dicts(),
-            "description": funnel.describe(), "comparison": comparison, **measured,
-        }
-        _emit(args, payload, "\n".join([header, tuning_line]))
+        _emit(args, common, "\n".join(lines))
         return 0
+    if enlargement:
+        searcher = FunnelSearcher(enlarged_corpus(embeddings.corpus, args.enlarge)[0])
     answer = live_query(searcher, query_vector, funnel, k=args.k)
 
     def hits(ids: list[int], scores: list[float]) -> list[dict]:
         return [
             {
                 "rank": rank,
-                "doc_id": dataset.corpus_ids[row],
-                "text": dataset.corpus_texts[row][:80] if dataset.corpus_texts is not None else None,
+                "doc_id": dataset.corpus_ids[row] if row < dataset.corpus_size else None,
+                "row": row,
+                "synthetic": row >= dataset.corpus_size,
+                "text": dataset.corpus_texts[row][:80] if dataset.corpus_texts is not None and row < dataset.corpus_size else None,
                 "score": score,
             }
             for rank, (row, score) in enumerate(zip(ids, scores), start=1)
@@ -372,37 +403,44 @@ def _cmd_funnel(args: argparse.Namespace) -> int:
 
     payload = {
         "query": args.query,
-        "model": args.model,
-        "dataset": dataset.summary(),
-        "target_recall": args.target_recall,
-        "funnel_run_id": funnel_run_id,
-        "tuned_now": found is None,
-        "funnel": funnel.to_dicts(),
-        "description": funnel.describe(),
+        **common,
         "results": hits(answer["funnel_ids"], answer["funnel_scores"]),
         "exact_results": hits(answer["exact_ids"], answer["exact_scores"]),
         "stage_ms": answer["stage_ms"],
         "funnel_ms": answer["funnel_ms"],
         "exact_ms": answer["exact_ms"],
         "overlap_at_k": answer["overlap_at_k"],
-        "k": args.k,
         "speedup": answer["speedup"],
-        **measured,
-        "comparison": comparison,
         "threads": answer["threads"],
         "batch_size": 1,
         "faiss_version": answer["faiss_version"],
     }
-    lines = [
-        header,
+    lines.insert(
+        1,
         f"  funnel {answer['funnel_ms']:.3f} ms (stages {', '.join(f'{ms:.3f}' for ms in answer['stage_ms'])}), "
         f"exact {answer['exact_ms']:.3f} ms, speedup {answer['speedup']:.2f}x, overlap@{args.k} {answer['overlap_at_k']:.2f}",
-        tuning_line,
-    ]
+    )
     for hit in payload["results"]:
-        lines.append(f"  {hit['rank']:>2}. {hit['doc_id']} {hit['score']:.4f} {hit['text'] or ''}")
+        name = f"synthetic row {hit['row']}" if hit["synthetic"] else hit["doc_id"]
+        lines.append(f"  {hit['rank']:>2}. {name} {hit['score']:.4f} {hit['text'] or ''}")
     _emit(args, payload, "\n".join(lines))
     return 0
+
+
+def enlargement_check_text(check: dict) -> str:
+    """How the stand-in rows did against real rows at the real size, in one line."""
+    real, synthetic = check["real"], check["synthetic"]
+
+    def side(result: dict) -> str:
+        if result["speedup"] is None:
+            return f"`{result['pick']}`"
+        return f"`{result['pick']}`, recall@10 {result['recall_at_10']:.3f}, {result['speedup']:.2f}x"
+
+    return (
+        f"at {check['corpus_size']:,} rows, mixture rows picked {side(synthetic)}; the real rows {side(real)}"
+        + ("" if check["speedup_ratio"] is None else f" (speedup x{check['speedup_ratio']:.2f} of real)")
+        + (", the same pick" if check["same_pick"] else ", a different pick")
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -676,6 +714,9 @@ def build_parser() -> argparse.ArgumentParser:
     funnel.add_argument("--target-recall", type=float, default=0.99, help="recall@k against exact search the funnel must keep")
     funnel.add_argument("--k", type=int, default=10, help="results")
     funnel.add_argument("--retune", action="store_true", help="tune again even if the store holds a tuned funnel")
+    funnel.add_argument("--enlarge", type=_corpus_size, default=None, metavar="ROWS",
+                        help="also tune on the corpus enlarged to ROWS with synthetic rows fitted to it (checked "
+                             "against the real rows at their own size) and search that")
     funnel.set_defaults(handler=_cmd_funnel)
 
     train = commands.add_parser("train", help="make an encoder Matryoshka (full fine-tune) or fit a Matryoshka adaptor")

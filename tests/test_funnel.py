@@ -482,3 +482,48 @@ def test_funnel_json_reports_the_pick_measured_on_queries_the_tuner_did_not_see(
     assert heldout["query_count"] == 30 and payload["comparison"]["heldout"] == heldout
     assert payload["measured_recall_at_10"] == heldout["recall_at_10"] and 0 < heldout["recall_at_10"] <= 1
     assert payload["measured_speedup"] == pytest.approx(heldout["exact_p50_ms"] / heldout["p50_ms"])
+
+
+# -- a corpus enlarged with synthetic distractors, checked against real rows -----------------------------------------
+def test_enlarged_corpus_keeps_the_real_rows_first_and_is_the_same_matrix_every_time(isolated_store, data):
+    from mrl_core.funnel import enlarged_corpus
+
+    corpus = data[0]
+    matrix, details = enlarged_corpus(corpus, 5000)
+    assert matrix.shape == (5000, corpus.shape[1]) and np.array_equal(matrix[:2000], corpus)
+    assert details["real_rows"] == 2000 and details["synthetic_rows"] == 3000
+    assert np.allclose(np.linalg.norm(matrix[2000:], axis=1), 1, atol=1e-5)
+    again, _ = enlarged_corpus(corpus, 5000)
+    assert np.array_equal(again, matrix)
+    with pytest.raises(ValueError, match="more rows than the 2,000 real ones"):
+        enlarged_corpus(corpus, 2000)
+
+
+def test_funnel_enlarge_tunes_on_distractors_and_checks_them_against_real_rows(isolated_store, tmp_path, capsys, data):
+    import json
+
+    from mrl_core.cli import main
+
+    corpus, queries = data
+    np.save(tmp_path / "vectors.npy", corpus)
+    np.save(tmp_path / "vectors.queries.npy", queries)
+    args = ["funnel", "--data", str(tmp_path / "vectors.npy"), "--model", "precomputed", "--target-recall", "0.9"]
+    assert main(args + ["--enlarge", "1000", "--json"]) == 2
+    assert "must be above the 2,000 documents" in capsys.readouterr().err
+    assert main(args + ["--enlarge", "6e3", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    enlargement = payload["enlargement"]
+    assert payload["corpus_size"] == enlargement["corpus_size"] == 6000 and enlargement["synthetic_rows"] == 4000
+    real = load_tuned_funnel(isolated_store, model="precomputed", dataset_fingerprint=payload["dataset"]["fingerprint"],
+                             target_recall=0.9, k=10)
+    enlarged = load_tuned_funnel(isolated_store, model="precomputed", dataset_fingerprint=payload["dataset"]["fingerprint"],
+                                 target_recall=0.9, k=10, enlarged_to=6000)
+    assert enlarged[1] == payload["funnel_run_id"] != real[1]
+    assert isolated_store.get_run(enlarged[1])["corpus_size"] == 6000
+    check = enlargement["check"]
+    real_heldout = isolated_store.get_run(real[1])["summary"]["heldout"]
+    assert check["corpus_size"] == 2000 and check["real"]["run_id"] == real[1]
+    assert check["real"]["pick"] == real[0].describe() and check["real"]["speedup"] == real_heldout["speedup"]
+    assert 0 < check["synthetic"]["recall_at_10"] <= 1 and check["same_pick"] == (check["synthetic"]["pick"] == check["real"]["pick"])
+    assert check["speedup_ratio"] == pytest.approx(check["synthetic"]["speedup"] / check["real"]["speedup"])
+    assert payload["measured_speedup"] == isolated_store.get_run(enlarged[1])["summary"]["heldout"]["speedup"]

@@ -15,11 +15,14 @@ full-width vectors at the efSearch / lists probed that meet the target), so that
 against both, with the RAM and disk each needs per vector.
 """
 
+from mrl_core.funnel.enlarge import check_enlargement_fits, enlarged_corpus, tune_enlarged_funnel
 from mrl_core.funnel.records import (
+    HELDOUT_QUERY_COUNT,
     TUNING_QUERY_COUNT,
     funnel_rows,
     load_tuned_funnel,
     save_tuning,
+    split_queries,
     tune_funnel,
     tuned_comparison,
 )
@@ -36,6 +39,7 @@ from mrl_core.funnel.tuner import (
 )
 
 __all__ = [
+    "HELDOUT_QUERY_COUNT",
     "MAX_BUILD_ROWS",
     "MIN_SPEEDUP_OVER_EXACT",
     "STANDARD_INDEX_TYPES",
@@ -45,14 +49,18 @@ __all__ = [
     "FunnelSearcher",
     "FunnelStage",
     "FunnelTuner",
+    "check_enlargement_fits",
+    "enlarged_corpus",
     "funnel_rows",
     "live_query",
     "load_tuned_funnel",
     "pick_fastest",
     "save_tuning",
     "shortlist_grid",
+    "split_queries",
     "time_funnel",
     "time_round_robin",
+    "tune_enlarged_funnel",
     "tune_funnel",
     "tuned_comparison",
 ]

@@ -28,17 +28,23 @@ def tune_funnel(
     ``HELDOUT_QUERY_COUNT``); with a single query there is nothing to hold out. ``embeddings`` is the
     dataset's ``DatasetEmbeddings`` under ``model``.
     """
-    pool = embeddings.queries if len(embeddings.queries) else embeddings.corpus
-    order = np.random.default_rng(0).permutation(len(pool))
-    tuning_count = min(TUNING_QUERY_COUNT, max(1, len(pool) // 2))
-    tuning = pool[np.sort(order[:tuning_count])]
-    heldout = pool[np.sort(order[tuning_count : tuning_count + HELDOUT_QUERY_COUNT])]
+    tuning, heldout = split_queries(embeddings)
     tuner = FunnelTuner(target_recall, k).fit(searcher, tuning, progress=progress)
     tuner.measure_heldout(heldout)
     return save_tuning(
         store, tuner, model=model, model_fingerprint=embeddings.model_fingerprint, dataset=dataset.name,
         dataset_fingerprint=dataset.fingerprint,
     )
+
+
+def split_queries(embeddings) -> tuple[np.ndarray, np.ndarray]:
+    """(tuning queries, held-out queries) of a dataset's embeddings, as ``tune_funnel`` describes, always the same."""
+    pool = embeddings.queries if len(embeddings.queries) else embeddings.corpus
+    order = np.random.default_rng(0).permutation(len(pool))
+    tuning_count = min(TUNING_QUERY_COUNT, max(1, len(pool) // 2))
+    tuning = pool[np.sort(order[:tuning_count])]
+    heldout = pool[np.sort(order[tuning_count : tuning_count + HELDOUT_QUERY_COUNT])]
+    return tuning, heldout
 
 
 def funnel_rows(tuner: FunnelTuner) -> list[dict]:
@@ -109,11 +115,12 @@ def _baseline_details(baseline: dict | None) -> dict | None:
     }
 
 
-def save_tuning(store, tuner: FunnelTuner, **run_fields) -> int:
+def save_tuning(store, tuner: FunnelTuner, *, enlargement: dict | None = None, **run_fields) -> int:
     """Store a fitted tuner as one run of kind ``funnel`` (frontier rows, the pick ``chosen``); return its id.
 
     ``run_fields`` go to ``ResultStore.start_run`` (model, dataset_fingerprint, ...); the tuner's
     target recall and k are added to the run's params so ``load_tuned_funnel`` can match them.
+    ``enlargement`` (``mrl_core.funnel.enlarge``) goes to the run's summary as it is.
     """
     params = dict(run_fields.pop("params", None) or {})
     params.update(target_recall=tuner.target_recall, k=tuner.k, max_stages=tuner.max_stages)
@@ -147,13 +154,17 @@ def save_tuning(store, tuner: FunnelTuner, **run_fields) -> int:
                 "rescore_location": tuner.rescore_location,
                 "skipped": tuner.skipped_,
                 "heldout": tuner.heldout_,
+                "enlargement": enlargement,
             },
         )
     return run_id
 
 
-def load_tuned_funnel(store, *, model: str, dataset_fingerprint: str, target_recall: float, k: int) -> tuple[Funnel, int] | None:
-    """The chosen funnel of the newest finished ``funnel`` run for this model, dataset, target and k."""
+def load_tuned_funnel(
+    store, *, model: str, dataset_fingerprint: str, target_recall: float, k: int, enlarged_to: int | None = None
+) -> tuple[Funnel, int] | None:
+    """The chosen funnel of the newest finished ``funnel`` run for this model, dataset, target and k, tuned on the
+    real corpus (``enlarged_to`` None) or on it enlarged to that many rows (``mrl_core.funnel.enlarge``)."""
     runs = store.list_runs("funnel")
     if runs.empty:
         return None
@@ -165,6 +176,7 @@ def load_tuned_funnel(store, *, model: str, dataset_fingerprint: str, target_rec
             and run["dataset_fingerprint"] == dataset_fingerprint
             and params.get("target_recall") == target_recall
             and params.get("k") == k
+            and params.get("enlarged_to") == enlarged_to
         ):
             rows = store.rows("funnels", int(run["run_id"]))
             chosen = rows[rows["chosen"]]
@@ -182,7 +194,8 @@ def tuned_comparison(store, run_id: int) -> dict:
         "rescore_location", "verdict", "heldout"}; each side is {label, p50_ms, recall_at_10,
         ram_bytes_per_vector, disk_bytes_per_vector} (bytes None for a run stored before they were);
         "heldout" is the pick measured on queries the tuner did not see (``FunnelTuner.measure_heldout``),
-        None when the run had none or predates it.
+        None when the run had none or predates it; "enlargement" says how a run on an enlarged corpus was
+        made and how its stand-in rows compared with real ones (``mrl_core.funnel.enlarge``), else None.
     """
     summary = store.get_run(run_id)["summary"] or {}
     exact_p50_ms = summary.get("exact_p50_ms")
@@ -213,4 +226,5 @@ def tuned_comparison(store, run_id: int) -> dict:
         "rescore_location": summary.get("rescore_location"),
         "verdict": verdict,
         "heldout": summary.get("heldout"),
+        "enlargement": summary.get("enlargement"),
     }
