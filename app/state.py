@@ -15,7 +15,7 @@ from app.labels import model_label
 from app.progress import progress_bar
 from mrl_core.data import RetrievalDataset, load_dataset, load_uploaded
 from mrl_core.encode import DatasetEmbeddings, embed_dataset
-from mrl_core.funnel import FunnelSearcher
+from mrl_core.funnel import FunnelSearcher, enlarged_corpus
 from mrl_core.paths import cache_dir, default_store_path
 from mrl_core.store import ResultStore
 
@@ -96,6 +96,17 @@ def dataset_embeddings(dataset: RetrievalDataset, model: str) -> DatasetEmbeddin
         return embeddings
 
     return _remember(("embeddings", dataset.fingerprint, model), compute)
+
+
+def enlarged_searcher(dataset: RetrievalDataset, model: str, corpus_size: int) -> FunnelSearcher:
+    """A FunnelSearcher over the dataset's embeddings enlarged to ``corpus_size`` rows, as the tuning job made them."""
+    embeddings = dataset_embeddings(dataset, model)
+
+    def compute():
+        with st.spinner(f"Loading {corpus_size:,} rows…"):
+            return FunnelSearcher(enlarged_corpus(embeddings.corpus, corpus_size)[0])
+
+    return _remember(("searcher", dataset.fingerprint, model, corpus_size), compute)
 
 
 def funnel_searcher(dataset: RetrievalDataset, model: str) -> FunnelSearcher:

@@ -319,6 +319,7 @@ def _cmd_funnel(args: argparse.Namespace) -> int:
         FunnelSearcher,
         check_enlargement_fits,
         enlarged_corpus,
+        stand_in_check_text,
         live_query,
         load_tuned_funnel,
         tune_enlarged_funnel,
@@ -374,7 +375,7 @@ def _cmd_funnel(args: argparse.Namespace) -> int:
             f"p50 {heldout['p50_ms']:.3f} ms vs exact {heldout['exact_p50_ms']:.3f} ms, {heldout['speedup']:.2f}x"
         )
     if enlargement:
-        lines.append("  stand-in check: " + enlargement_check_text(enlargement["check"]))
+        lines.append("  stand-in check: " + stand_in_check_text(enlargement["check"]))
     common = {
         "model": args.model, "dataset": dataset.summary(), "corpus_size": corpus_size, "enlargement": enlargement,
         "target_recall": args.target_recall, "k": args.k, "funnel_run_id": funnel_run_id, "tuned_now": tuned_now,
@@ -425,22 +426,6 @@ def _cmd_funnel(args: argparse.Namespace) -> int:
         lines.append(f"  {hit['rank']:>2}. {name} {hit['score']:.4f} {hit['text'] or ''}")
     _emit(args, payload, "\n".join(lines))
     return 0
-
-
-def enlargement_check_text(check: dict) -> str:
-    """How the stand-in rows did against real rows at the real size, in one line."""
-    real, synthetic = check["real"], check["synthetic"]
-
-    def side(result: dict) -> str:
-        if result["speedup"] is None:
-            return f"`{result['pick']}`"
-        return f"`{result['pick']}`, recall@10 {result['recall_at_10']:.3f}, {result['speedup']:.2f}x"
-
-    return (
-        f"at {check['corpus_size']:,} rows, mixture rows picked {side(synthetic)}; the real rows {side(real)}"
-        + ("" if check["speedup_ratio"] is None else f" (speedup x{check['speedup_ratio']:.2f} of real)")
-        + (", the same pick" if check["same_pick"] else ", a different pick")
-    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -265,6 +265,28 @@ def test_tuning_the_funnel_runs_as_a_job_and_shows_the_tuned_pick(seeded_store):
     assert shown["Speedup on unseen queries"] == f"{heldout['speedup']:.1f}×"
 
 
+def test_the_funnel_enlarged_with_synthetic_rows_shows_its_check_and_marks_distractors(seeded_store, monkeypatch):
+    from mrl_core.funnel import enlarge, stand_in_check_text
+
+    monkeypatch.setattr(enlarge, "ENLARGE_SIZES", (6000,))
+    app = start("views/funnel.py", funnel_source="upload")
+    app.file_uploader(key="funnel_upload").set_value(("vectors.zip", synthetic_embeddings_zip(), "application/zip"))
+    rerun(app)
+    app, _ = click_and_wait(app, "funnel_tune", seeded_store)
+    assert app.button_group(key="funnel_enlarge").options == ["Real: 2,000 documents", "Enlarged to 6,000 (synthetic distractors)"]
+    app.button_group(key="funnel_enlarge").set_value(6000)
+    rerun(app)
+    assert app.info[0].value.startswith("No funnel tuned yet on vectors enlarged to 6,000 rows")
+    app, job = click_and_wait(app, "funnel_tune", seeded_store)
+    assert job["args"][job["args"].index("--enlarge") + 1] == "6000"
+    enlargement = seeded_store.get_run(job["run_ids"][-1])["summary"]["enlargement"]
+    assert app.warning[0].value.startswith("4,000 of these 6,000 rows are synthetic")
+    assert stand_in_check_text(enlargement["check"]) in app.warning[0].value
+    assert any("6,000 rows (4,000 of them synthetic)" in caption.value for caption in app.main.caption)
+    documents = set(app.dataframe[-2].value["document"]) | set(app.dataframe[-1].value["document"])
+    assert all(name.startswith("synthetic distractor #") or name.isdigit() for name in documents)
+
+
 def test_a_dataset_is_read_by_its_path_inside_the_allowed_folders_only(seeded_store, tmp_path, monkeypatch):
     from tests.fixtures_data import write_beir
 

@@ -16,12 +16,20 @@ from app.components import (
 )
 from app.jobs import show_job, shown_job, submit_job
 from app.labels import model_label
-from app.state import dataset_embeddings, funnel_searcher, results_store
+from app.state import dataset_embeddings, enlarged_searcher, funnel_searcher, results_store
 from mrl_core.builtin.gcide import EXAMPLE_QUERIES
 from mrl_core.data import DatasetError, RetrievalDataset
 from mrl_core.encode import embeddings_cached, encode_query
 from mrl_core.figures import funnel_stage_times
-from mrl_core.funnel import Funnel, live_query, load_tuned_funnel, tuned_comparison
+from mrl_core.funnel import (
+    Funnel,
+    enlarge,
+    check_enlargement_fits,
+    live_query,
+    load_tuned_funnel,
+    stand_in_check_text,
+    tuned_comparison,
+)
 from mrl_core.indexes import FIRST_STAGE_INDEX_TYPES, FIRST_STAGE_PRECISION_CHOICES
 
 # The hand-edited stage table; the first four columns must be filled (probes: ivf only; efSearch: hnsw only).
@@ -102,8 +110,18 @@ with middle:
 with right:
     k = int(st.number_input("Results (k)", 1, 100, value=10, step=1, key="funnel_k"))
 
+# Enlarging shows the funnel where it pays: at the sizes a user plans for, with synthetic rows beside the real ones.
+sizes = [size for size in enlarge.ENLARGE_SIZES if size > dataset.corpus_size] if mode == "auto" else []
+enlarge_to = None
+if sizes:
+    enlarge_to = st.segmented_control(
+        "Corpus", [0, *sizes], default=0, required=True, key="funnel_enlarge",
+        format_func=lambda size: f"Real: {dataset.corpus_size:,} documents" if size == 0
+        else f"Enlarged to {size:,} (synthetic distractors)",
+    ) or None
 tuned = load_tuned_funnel(
-    store, model=model, dataset_fingerprint=dataset.fingerprint, target_recall=float(target_recall), k=k
+    store, model=model, dataset_fingerprint=dataset.fingerprint, target_recall=float(target_recall), k=k,
+    enlarged_to=enlarge_to,
 )
 if (mode == "auto" and tuned is None) or not encoded:
     # Tuning (and the encoding before it) runs as a background job: leaving the page or closing the tab does
@@ -118,6 +136,18 @@ if (mode == "auto" and tuned is None) or not encoded:
             "them first (cached on disk afterwards) and shows its progress and ETA; on 2 cores the 105,377 "
             "definitions of the large built-in set take about 40 minutes."
         )
+    elif enlarge_to:
+        try:
+            check_enlargement_fits(enlarge_to, dataset_embeddings(dataset, model).width)
+        except ValueError as error:
+            st.warning(f"Not on this machine: {error}.")
+            st.stop()
+        st.info(
+            f"No funnel tuned yet on {dataset.name} enlarged to {enlarge_to:,} rows. The job draws "
+            f"{enlarge_to - dataset.corpus_size:,} synthetic rows from a mixture fitted to the corpus's embeddings, "
+            "tunes on them with the real ones, and checks the synthetic rows against the real ones at the real "
+            "size (same tuner, same queries)."
+        )
     else:
         st.info(
             f"No funnel tuned yet for {dataset.name}, this model, recall {target_recall:.2f} and k={k}. Tuning times "
@@ -127,9 +157,9 @@ if (mode == "auto" and tuned is None) or not encoded:
         job_id = submit_job(
             [
                 "funnel", "--data", source, "--model", model, "--target-recall", repr(float(target_recall)),
-                "--k", str(k),
+                "--k", str(k), *(["--enlarge", str(enlarge_to)] if enlarge_to else []),
             ],
-            tuning_title,
+            tuning_title + (f", enlarged to {enlarge_to:,} rows" if enlarge_to else ""),
         )
         if job_id is not None:
             st.session_state["funnel_job"] = job_id
@@ -137,7 +167,7 @@ if (mode == "auto" and tuned is None) or not encoded:
     st.stop()
 
 try:
-    searcher = funnel_searcher(dataset, model)
+    searcher = enlarged_searcher(dataset, model, enlarge_to) if enlarge_to else funnel_searcher(dataset, model)
 except (DatasetError, ValueError, OSError) as error:
     st.error(str(error))
     st.stop()
@@ -163,6 +193,15 @@ if mode == "auto":
             "time, one thread.",
         )
         columns[2].metric("Funnel p95 on unseen queries", f"{heldout['p95_ms']:.3f} ms")
+    enlargement = comparison["enlargement"]
+    if enlargement:
+        st.warning(
+            f"{enlargement['synthetic_rows']:,} of these {enlargement['corpus_size']:,} rows are synthetic: drawn from "
+            f"a {enlargement['cluster_count']}-component Gaussian mixture fitted to the corpus's embeddings, marked in "
+            "the results. How far such rows are from real ones, same tuner and queries: "
+            + stand_in_check_text(enlargement["check"]) + ".",
+            icon=":material/science:",
+        )
     st.dataframe(comparison_frame(comparison), hide_index=True, column_config=COMPARISON_COLUMNS, key="funnel_vs_standard")
     location = comparison["rescore_location"]
     st.caption(
@@ -247,21 +286,30 @@ columns[1].metric("Exact full width", f"{result['exact_ms']:.3f} ms")
 columns[2].metric("Speedup", "—" if result["speedup"] is None else f"{result['speedup']:.2f}×")
 columns[3].metric(f"Overlap@{k}", f"{result['overlap_at_k']:.0%}")
 show_figure(funnel_stage_times(result), key="funnel_times")
-st.caption(f"Median of 5 runs each, one query, {searcher.corpus_size:,} documents at full width {searcher.width}.")
+synthetic_rows = searcher.corpus_size - dataset.corpus_size
+st.caption(
+    f"Median of 5 runs each, one query, {searcher.corpus_size:,} rows"
+    + (f" ({synthetic_rows:,} of them synthetic)" if synthetic_rows else "")
+    + f" at full width {searcher.width}."
+)
 
 
 def result_frame(ids: list[int], scores: list[float], other_ids: list[int]) -> pd.DataFrame:
     """One ranked list as a table: document, score, whether the other list has it too, and its text."""
+    real = dataset.corpus_size
     frame = pd.DataFrame(
         {
             "rank": range(1, len(ids) + 1),
-            "document": [dataset.corpus_ids[i] if i >= 0 else "—" for i in ids],
+            "document": [
+                "—" if i < 0 else dataset.corpus_ids[i] if i < real else f"synthetic distractor #{i - real + 1:,}"
+                for i in ids
+            ],
             "score": scores,
             "in both": [i in other_ids for i in ids],
         }
     )
     if dataset.corpus_texts:
-        frame["text"] = [dataset.corpus_texts[i][:160] if i >= 0 else "" for i in ids]
+        frame["text"] = [dataset.corpus_texts[i][:160] if 0 <= i < real else "" for i in ids]
     return frame
 
 

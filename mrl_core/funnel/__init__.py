@@ -15,7 +15,7 @@ full-width vectors at the efSearch / lists probed that meet the target), so that
 against both, with the RAM and disk each needs per vector.
 """
 
-from mrl_core.funnel.enlarge import check_enlargement_fits, enlarged_corpus, tune_enlarged_funnel
+from mrl_core.funnel.enlarge import check_enlargement_fits, enlarged_corpus, stand_in_check_text, tune_enlarged_funnel
 from mrl_core.funnel.records import (
     HELDOUT_QUERY_COUNT,
     TUNING_QUERY_COUNT,
@@ -57,6 +57,7 @@ __all__ = [
     "pick_fastest",
     "save_tuning",
     "shortlist_grid",
+    "stand_in_check_text",
     "split_queries",
     "time_funnel",
     "time_round_robin",

@@ -22,6 +22,8 @@ from mrl_core.funnel.tuner import FunnelTuner
 from mrl_core.paths import cache_dir
 from mrl_core.progress import Progress
 
+ENLARGE_SIZES = (1_000_000, 10_000_000)
+"""Sizes the app offers to enlarge a corpus to (those above its real size; tuned only where they fit in memory)."""
 ENLARGE_SEED = 0
 """Seed of the mixture the distractor rows are drawn from; the check draws its rows with the next one."""
 
@@ -119,4 +121,20 @@ def tune_enlarged_funnel(
         store, tuner, model=model, model_fingerprint=embeddings.model_fingerprint, dataset=dataset.name,
         dataset_fingerprint=dataset.fingerprint, params={"enlarged_to": corpus_size},
         enlargement=dict(details, check=check),
+    )
+
+
+def stand_in_check_text(check: dict) -> str:
+    """How the stand-in rows did against real rows at the real size, in one line (``tune_enlarged_funnel``'s check)."""
+    real, synthetic = check["real"], check["synthetic"]
+
+    def side(result: dict) -> str:
+        if result["speedup"] is None:
+            return f"`{result['pick']}`"
+        return f"`{result['pick']}`, recall@10 {result['recall_at_10']:.3f}, {result['speedup']:.2f}x"
+
+    return (
+        f"at {check['corpus_size']:,} rows, mixture rows picked {side(synthetic)}; the real rows {side(real)}"
+        + ("" if check["speedup_ratio"] is None else f" (speedup x{check['speedup_ratio']:.2f} of real)")
+        + (", the same pick" if check["same_pick"] else ", a different pick")
     )
