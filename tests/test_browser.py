@@ -305,9 +305,50 @@ def test_a_funnel_query_returns_results(app_url, page, tmp_path):
     wait_for_idle(page)
     # The funnel's and exact search's result tables (after the tuner's table in its expander).
     page.get_by_test_id("stDataFrame").nth(2).wait_for()
-    speedup = page.get_by_test_id("stMetric").filter(has_text="Speedup").get_by_test_id("stMetricValue").inner_text()
+    speedup = live_speedup(page)
     assert re.fullmatch(r"\d+\.\d\d×", speedup), speedup
     screenshot(page, "funnel")
+
+
+def live_speedup(page) -> str:
+    """The live query's speedup metric (not the tuned funnel's speedup on unseen queries)."""
+    metric = page.get_by_test_id("stMetric").filter(has=page.get_by_text("Speedup", exact=True))
+    return metric.get_by_test_id("stMetricValue").inner_text()
+
+
+def test_the_funnel_page_opens_on_the_large_builtin_set_and_an_example_chip_searches(
+    tmp_path, page, monkeypatch, seeded_store_file
+):
+    """A miniature of builtin:large, encoded and tuned in the server's cache and store: the page picks it."""
+    from mrl_core.builtin.gcide import EXAMPLE_QUERIES, write_cache
+    from mrl_core.cli import main
+    from tests.fixtures_data import large_miniature_entries
+
+    shutil.copyfile(seeded_store_file, tmp_path / "results.duckdb")
+    monkeypatch.setenv("MRL_STORE", str(tmp_path / "results.duckdb"))
+    monkeypatch.setenv("MRL_CACHE_DIR", str(tmp_path / "cache"))
+    write_cache(large_miniature_entries())
+    assert main(["funnel", "--data", "builtin:large", "--model", "base"]) == 0
+    url, process, log_path = serve(tmp_path)
+    try:
+        wait_until_healthy(url, process, log_path)
+        page.goto(f"{url}/funnel")
+        page.get_by_role("heading", name="Funnel: adaptive retrieval, live").wait_for()
+        wait_for_idle(page)
+        page.get_by_text("builtin:large: 405 documents").wait_for(timeout=PAGE_TIMEOUT_MS)
+        # The first example is the query the page opens with; the second is clicked.
+        query, target = list(EXAMPLE_QUERIES.items())[1]
+        page.get_by_test_id("stButtonGroup").filter(has_text="Examples").get_by_text(query, exact=True).click()
+        expect(page.get_by_label("Query")).to_have_value(query, timeout=PAGE_TIMEOUT_MS)
+        wait_for_idle(page)
+        tables = page.get_by_test_id("stDataFrame")
+        expect(tables.nth(tables.count() - 1)).to_contain_text(target, timeout=PAGE_TIMEOUT_MS)
+        expect(tables.nth(tables.count() - 2)).to_contain_text(target)
+        assert re.fullmatch(r"\d+\.\d\d×", live_speedup(page))
+        assert page.get_by_test_id("stException").count() == 0
+        screenshot(page, "funnel_large")
+    finally:
+        stop(process)
 
 
 @pytest.mark.parametrize("path, heading", [("runs", "Runs"), ("train", "Train a Matryoshka model")])

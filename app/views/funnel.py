@@ -35,8 +35,8 @@ from mrl_core.indexes import FIRST_STAGE_INDEX_TYPES, FIRST_STAGE_PRECISION_CHOI
 # The hand-edited stage table; the first four columns must be filled (probes: ivf only; efSearch: hnsw only).
 STAGE_COLUMNS = ["width", "shortlist_size", "index_type", "precision", "probes", "ef_search"]
 REQUIRED_STAGE_COLUMNS = STAGE_COLUMNS[:4]
+# Above this many documents a corpus the model has not encoded yet is encoded by a background job.
 IN_PAGE_ENCODE_LIMIT = 20_000
-"""Above this many documents a corpus the model has not encoded yet is encoded by a background job."""
 
 
 def example_queries(dataset: RetrievalDataset) -> list[str]:
