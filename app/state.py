@@ -15,7 +15,8 @@ from app.labels import model_label
 from app.progress import progress_bar
 from mrl_core.data import RetrievalDataset, load_dataset, load_uploaded
 from mrl_core.encode import DatasetEmbeddings, embed_dataset
-from mrl_core.funnel import FunnelSearcher, enlarged_corpus
+from mrl_core.enlarge import enlarged_corpus
+from mrl_core.funnel import FunnelSearcher
 from mrl_core.paths import cache_dir, default_store_path
 from mrl_core.store import ResultStore
 

@@ -315,17 +315,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_funnel(args: argparse.Namespace) -> int:
     from mrl_core.data import load_dataset
     from mrl_core.encode import embed_dataset, encode_query
-    from mrl_core.funnel import (
-        FunnelSearcher,
-        check_enlargement_fits,
-        enlarged_corpus,
-        stand_in_check_text,
-        live_query,
-        load_tuned_funnel,
-        tune_enlarged_funnel,
-        tune_funnel,
-        tuned_comparison,
-    )
+    from mrl_core.enlarge import check_enlargement_fits, enlarged_corpus, stand_in_check_text, tune_enlarged_funnel
+    from mrl_core.funnel import FunnelSearcher, live_query, load_tuned_funnel, tune_funnel, tuned_comparison
 
     dataset = load_dataset(args.data)
     if args.enlarge is not None and args.enlarge <= dataset.corpus_size:

@@ -266,7 +266,8 @@ def test_tuning_the_funnel_runs_as_a_job_and_shows_the_tuned_pick(seeded_store):
 
 
 def test_the_funnel_enlarged_with_synthetic_rows_shows_its_check_and_marks_distractors(seeded_store, monkeypatch):
-    from mrl_core.funnel import enlarge, stand_in_check_text
+    from mrl_core import enlarge
+    from mrl_core.enlarge import stand_in_check_text
 
     monkeypatch.setattr(enlarge, "ENLARGE_SIZES", (6000,))
     app = start("views/funnel.py", funnel_source="upload")

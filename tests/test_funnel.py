@@ -486,7 +486,7 @@ def test_funnel_json_reports_the_pick_measured_on_queries_the_tuner_did_not_see(
 
 # -- a corpus enlarged with synthetic distractors, checked against real rows -----------------------------------------
 def test_enlarged_corpus_keeps_the_real_rows_first_and_is_the_same_matrix_every_time(isolated_store, data):
-    from mrl_core.funnel import enlarged_corpus
+    from mrl_core.enlarge import enlarged_corpus
 
     corpus = data[0]
     matrix, details = enlarged_corpus(corpus, 5000)

@@ -17,19 +17,13 @@ from app.components import (
 from app.jobs import show_job, shown_job, submit_job
 from app.labels import model_label
 from app.state import dataset_embeddings, enlarged_searcher, funnel_searcher, results_store
+from mrl_core import enlarge
 from mrl_core.builtin.gcide import EXAMPLE_QUERIES
 from mrl_core.data import DatasetError, RetrievalDataset
 from mrl_core.encode import embeddings_cached, encode_query
+from mrl_core.enlarge import check_enlargement_fits, stand_in_check_text
 from mrl_core.figures import funnel_stage_times
-from mrl_core.funnel import (
-    Funnel,
-    enlarge,
-    check_enlargement_fits,
-    live_query,
-    load_tuned_funnel,
-    stand_in_check_text,
-    tuned_comparison,
-)
+from mrl_core.funnel import Funnel, live_query, load_tuned_funnel, tuned_comparison
 from mrl_core.indexes import FIRST_STAGE_INDEX_TYPES, FIRST_STAGE_PRECISION_CHOICES
 
 # The hand-edited stage table; the first four columns must be filled (probes: ivf only; efSearch: hnsw only).

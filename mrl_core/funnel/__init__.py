@@ -15,7 +15,6 @@ full-width vectors at the efSearch / lists probed that meet the target), so that
 against both, with the RAM and disk each needs per vector.
 """
 
-from mrl_core.funnel.enlarge import check_enlargement_fits, enlarged_corpus, stand_in_check_text, tune_enlarged_funnel
 from mrl_core.funnel.records import (
     HELDOUT_QUERY_COUNT,
     TUNING_QUERY_COUNT,
@@ -49,19 +48,15 @@ __all__ = [
     "FunnelSearcher",
     "FunnelStage",
     "FunnelTuner",
-    "check_enlargement_fits",
-    "enlarged_corpus",
     "funnel_rows",
     "live_query",
     "load_tuned_funnel",
     "pick_fastest",
     "save_tuning",
     "shortlist_grid",
-    "stand_in_check_text",
     "split_queries",
     "time_funnel",
     "time_round_robin",
-    "tune_enlarged_funnel",
     "tune_funnel",
     "tuned_comparison",
 ]

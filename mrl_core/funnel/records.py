@@ -120,7 +120,7 @@ def save_tuning(store, tuner: FunnelTuner, *, enlargement: dict | None = None, *
 
     ``run_fields`` go to ``ResultStore.start_run`` (model, dataset_fingerprint, ...); the tuner's
     target recall and k are added to the run's params so ``load_tuned_funnel`` can match them.
-    ``enlargement`` (``mrl_core.funnel.enlarge``) goes to the run's summary as it is.
+    ``enlargement`` (``mrl_core.enlarge``) goes to the run's summary as it is.
     """
     params = dict(run_fields.pop("params", None) or {})
     params.update(target_recall=tuner.target_recall, k=tuner.k, max_stages=tuner.max_stages)
@@ -164,7 +164,7 @@ def load_tuned_funnel(
     store, *, model: str, dataset_fingerprint: str, target_recall: float, k: int, enlarged_to: int | None = None
 ) -> tuple[Funnel, int] | None:
     """The chosen funnel of the newest finished ``funnel`` run for this model, dataset, target and k, tuned on the
-    real corpus (``enlarged_to`` None) or on it enlarged to that many rows (``mrl_core.funnel.enlarge``)."""
+    real corpus (``enlarged_to`` None) or on it enlarged to that many rows (``mrl_core.enlarge``)."""
     runs = store.list_runs("funnel")
     if runs.empty:
         return None
@@ -195,7 +195,7 @@ def tuned_comparison(store, run_id: int) -> dict:
         ram_bytes_per_vector, disk_bytes_per_vector} (bytes None for a run stored before they were);
         "heldout" is the pick measured on queries the tuner did not see (``FunnelTuner.measure_heldout``),
         None when the run had none or predates it; "enlargement" says how a run on an enlarged corpus was
-        made and how its stand-in rows compared with real ones (``mrl_core.funnel.enlarge``), else None.
+        made and how its stand-in rows compared with real ones (``mrl_core.enlarge``), else None.
     """
     summary = store.get_run(run_id)["summary"] or {}
     exact_p50_ms = summary.get("exact_p50_ms")

@@ -16,9 +16,7 @@ import os
 import numpy as np
 
 from mrl_core.bench import enlargement_cluster_count, sample_mixture_corpus
-from mrl_core.funnel.records import save_tuning, split_queries
-from mrl_core.funnel.searcher import FunnelSearcher
-from mrl_core.funnel.tuner import FunnelTuner
+from mrl_core.funnel import FunnelSearcher, FunnelTuner, save_tuning, split_queries
 from mrl_core.paths import cache_dir
 from mrl_core.progress import Progress
 
