@@ -527,3 +527,26 @@ def test_funnel_enlarge_tunes_on_distractors_and_checks_them_against_real_rows(i
     assert 0 < check["synthetic"]["recall_at_10"] <= 1 and check["same_pick"] == (check["synthetic"]["pick"] == check["real"]["pick"])
     assert check["speedup_ratio"] == pytest.approx(check["synthetic"]["speedup"] / check["real"]["speedup"])
     assert payload["measured_speedup"] == isolated_store.get_run(enlarged[1])["summary"]["heldout"]["speedup"]
+
+
+def test_each_models_newest_real_corpus_tuning_is_listed_side_by_side(tmp_path, searcher, data):
+    from mrl_core.funnel import tuned_funnels_by_model
+
+    store = ResultStore(tmp_path / "results.duckdb")
+
+    def tuned(model: str, target: float = 0.9, **params) -> int:
+        tuner = FunnelTuner(
+            target_recall=target, first_stage_widths=(16,), index_types=("flat",), max_stages=2,
+            latency_query_count=5, finalist_rounds=1, include_reference=False,
+        ).fit(searcher, data[1][:30])
+        tuner.measure_heldout(data[1][30:])
+        return save_tuning(store, tuner, model=model, dataset_fingerprint="abc", params=params)
+
+    older_base, adaptor, base = tuned("base"), tuned("adaptor.npz"), tuned("base")
+    tuned("base", enlarged_to=9000)  # an enlarged corpus is not the real one
+    tuned("base", target=0.95)  # another target
+    listed = tuned_funnels_by_model(store, dataset_fingerprint="abc", target_recall=0.9, k=10)
+    assert [(entry["model"], entry["run_id"]) for entry in listed] == [("base", base), ("adaptor.npz", adaptor)]
+    stored = store.get_run(adaptor)["summary"]
+    assert listed[1]["pick"] == stored["chosen"] and listed[1]["heldout_speedup"] == stored["heldout"]["speedup"]
+    assert older_base not in [entry["run_id"] for entry in listed]

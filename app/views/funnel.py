@@ -23,7 +23,7 @@ from mrl_core.data import DatasetError, RetrievalDataset
 from mrl_core.encode import embeddings_cached, encode_query
 from mrl_core.enlarge import check_enlargement_fits, stand_in_check_text
 from mrl_core.figures import funnel_stage_times
-from mrl_core.funnel import Funnel, live_query, load_tuned_funnel, tuned_comparison
+from mrl_core.funnel import Funnel, live_query, load_tuned_funnel, tuned_comparison, tuned_funnels_by_model
 from mrl_core.indexes import FIRST_STAGE_INDEX_TYPES, FIRST_STAGE_PRECISION_CHOICES
 
 # The hand-edited stage table; the first four columns must be filled (probes: ivf only; efSearch: hnsw only).
@@ -206,6 +206,23 @@ if mode == "auto":
     )
     with st.expander("Every funnel the tuner measured"):
         tuned_funnels_table(store.rows("funnels", tuned_run))
+    by_model = tuned_funnels_by_model(
+        store, dataset_fingerprint=dataset.fingerprint, target_recall=float(target_recall), k=k
+    )
+    if len(by_model) > 1 and not enlarge_to:
+        st.markdown("**Every model tuned on this corpus** (pick one under Model to search with it)")
+        st.dataframe(
+            pd.DataFrame(by_model).assign(model=lambda frame: frame["model"].map(model_label)).drop(columns="run_id"),
+            hide_index=True, key="funnel_by_model",
+            column_config={
+                "model": "Model",
+                "pick": "Tuned funnel",
+                "p50_ms": st.column_config.NumberColumn("p50 (ms)", format="%.3f"),
+                "exact_p50_ms": st.column_config.NumberColumn("Exact p50 (ms)", format="%.3f"),
+                "heldout_recall_at_10": st.column_config.NumberColumn("Recall@k, unseen queries", format="%.3f"),
+                "heldout_speedup": st.column_config.NumberColumn("Speedup, unseen queries", format="%.1f×"),
+            },
+        )
 else:
     start = tuned[0] if tuned else Funnel.reference(searcher.width, k)
     st.caption(

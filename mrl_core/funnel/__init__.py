@@ -24,6 +24,7 @@ from mrl_core.funnel.records import (
     split_queries,
     tune_funnel,
     tuned_comparison,
+    tuned_funnels_by_model,
 )
 from mrl_core.funnel.searcher import FunnelSearcher
 from mrl_core.funnel.stages import Funnel, FunnelResult, FunnelStage
@@ -59,4 +60,5 @@ __all__ = [
     "time_round_robin",
     "tune_funnel",
     "tuned_comparison",
+    "tuned_funnels_by_model",
 ]

@@ -185,6 +185,36 @@ def load_tuned_funnel(
     return None
 
 
+def tuned_funnels_by_model(store, *, dataset_fingerprint: str, target_recall: float, k: int) -> list[dict]:
+    """Each model's newest funnel tuned on this dataset's real corpus for this target and k, for side by side.
+
+    Returns:
+        One dict per model, newest tuning first: model, run_id, pick, p50_ms and exact_p50_ms on the tuning
+        queries, and the held-out recall@k and speedup (None for a run stored before they were measured).
+    """
+    runs = store.list_runs("funnel")
+    models = []
+    for run in [] if runs.empty else runs.to_dict("records"):
+        params = run.get("params") or {}
+        if (
+            run["status"] != "finished"
+            or run["dataset_fingerprint"] != dataset_fingerprint
+            or params.get("target_recall") != target_recall
+            or params.get("k") != k
+            or params.get("enlarged_to") is not None
+            or any(entry["model"] == run["model"] for entry in models)
+        ):
+            continue
+        summary = run.get("summary") or {}
+        heldout = summary.get("heldout") or {}
+        models.append({
+            "model": run["model"], "run_id": int(run["run_id"]), "pick": summary.get("chosen"),
+            "p50_ms": summary.get("p50_ms"), "exact_p50_ms": summary.get("exact_p50_ms"),
+            "heldout_recall_at_10": heldout.get("recall_at_10"), "heldout_speedup": heldout.get("speedup"),
+        })
+    return models
+
+
 def tuned_comparison(store, run_id: int) -> dict:
     """A stored tuning run's pick beside exact search and the fastest standard index meeting the target.
 
