@@ -318,6 +318,9 @@ def test_funnel_page_opens_on_the_large_builtin_set_once_ready_and_an_example_ru
     """A miniature of builtin:large in the cache, encoded and tuned: the page picks it, an example chip searches."""
     from mrl_core.builtin.gcide import EXAMPLE_QUERIES, write_cache
     from mrl_core.cli import main
+    from mrl_core.cost import estimate_funnel_storage
+    from mrl_core.data import load_dataset
+    from mrl_core.funnel import load_tuned_funnel
     from tests.fixtures_data import large_miniature_entries
 
     assert start("views/funnel.py").button_group(key="funnel_source").value == "builtin:quick"  # nothing large yet
@@ -326,6 +329,12 @@ def test_funnel_page_opens_on_the_large_builtin_set_once_ready_and_an_example_ru
     app = start("views/funnel.py")
     assert app.button_group(key="funnel_source").value == "builtin:large"
     assert any(caption.value.startswith("**builtin:large**: 405 documents") for caption in app.caption)
+    # What the tuned funnel would keep at the Planner's corpus size (1M until the Planner says otherwise).
+    large = load_dataset("builtin:large")
+    funnel, _ = load_tuned_funnel(seeded_store, model="base", dataset_fingerprint=large.fingerprint, target_recall=0.99, k=10)
+    ram_gb = estimate_funnel_storage(1_000_000, funnel.to_dicts()).ram_gb
+    assert any(caption.value.startswith(f"At the Planner's 1M vectors this funnel keeps {ram_gb:.3g} GB in RAM")
+               for caption in app.caption)
     query, target = next(iter(EXAMPLE_QUERIES.items()))
     assert app.button_group(key="funnel_example").options[0] == query
     app.button_group(key="funnel_example").set_value(query)

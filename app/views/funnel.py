@@ -15,10 +15,11 @@ from app.components import (
     tuned_funnels_table,
 )
 from app.jobs import show_job, shown_job, submit_job
-from app.labels import model_label
+from app.labels import format_count, model_label
 from app.state import dataset_embeddings, enlarged_searcher, funnel_searcher, results_store
 from mrl_core import enlarge
 from mrl_core.builtin.gcide import EXAMPLE_QUERIES
+from mrl_core.cost import estimate_funnel_storage, estimate_storage
 from mrl_core.data import DatasetError, RetrievalDataset
 from mrl_core.encode import embeddings_cached, encode_query
 from mrl_core.enlarge import check_enlargement_fits, stand_in_check_text
@@ -203,6 +204,15 @@ if mode == "auto":
         + (f" Faster: {comparison['faster']}; smaller in RAM: {comparison['smaller_in_ram']}." if comparison["faster"] else "")
         + (f" A funnel's rescoring vectors are counted in {location.upper() if location == 'ram' else location}; "
            "latency was measured with them in RAM." if location else "")
+    )
+    planned = int(st.session_state.get("planned_corpus_size", 1_000_000))
+    at_plan = estimate_funnel_storage(planned, funnel.to_dicts())
+    exact_at_plan = estimate_storage(planned, searcher.width, "fp32", "flat")
+    st.caption(
+        f"At the Planner's {format_count(planned)} vectors this funnel keeps {at_plan.ram_gb:.3g} GB in RAM"
+        + (f" and {at_plan.disk_bytes / 1e9:.3g} GB on disk" if at_plan.disk_bytes else "")
+        + f"; exact full-width fp32 search keeps {exact_at_plan.ram_gb:.3g} GB (FAISS, one replica). "
+        "Its latency at that size is the Planner's to project."
     )
     with st.expander("Every funnel the tuner measured"):
         tuned_funnels_table(store.rows("funnels", tuned_run))

@@ -42,6 +42,8 @@ with st.container(border=True):
         corpus_size = st.select_slider(
             "Corpus size (vectors)", CORPUS_SIZES, value=1_000_000, format_func=format_count, key="planner_corpus_size"
         )
+        # Kept outside the widget's key, which Streamlit drops when another page is shown: the Funnel page reads it.
+        st.session_state["planned_corpus_size"] = int(corpus_size)
     with first_row[1]:
         max_storage_gb = st.number_input(
             "Storage budget (GB, all replicas)", min_value=0.001, value=1.0, step=0.25, format="%.3f",
