@@ -153,6 +153,7 @@ def save_tuning(store, tuner: FunnelTuner, *, enlargement: dict | None = None, *
                 "verdict": comparison["verdict"],
                 "rescore_location": tuner.rescore_location,
                 "skipped": tuner.skipped_,
+                "tuning_target": tuner.tuning_target_,
                 "heldout": tuner.heldout_,
                 "enlargement": enlargement,
             },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import faiss
@@ -96,6 +97,23 @@ def _smallest_meeting(grid: Sequence[int], recall_of: Callable[[int], float], ta
     return grid[high], checked[high]
 
 
+TUNING_TARGET_Z = 2.326
+"""One-sided 99 % normal quantile: the margin above the target that a candidate's sample recall must keep."""
+
+
+def tuning_target(target_recall: float, query_count: int, k: int) -> float:
+    """The recall a candidate must reach on ``query_count`` sample queries so that it meets ``target_recall`` on
+    other queries too: the target plus ``TUNING_TARGET_Z`` binomial standard errors over queries x k results,
+    at most 1.
+
+    Example:
+        >>> round(tuning_target(0.99, 300, 10), 4), tuning_target(1.0, 300, 10)
+        (0.9942, 1.0)
+    """
+    margin = TUNING_TARGET_Z * math.sqrt(target_recall * (1 - target_recall) / (query_count * k))
+    return min(1.0, target_recall + margin)
+
+
 def pick_fastest(timings: dict[Funnel, dict], exact: Funnel) -> Funnel:
     """The funnel with the lowest p50 in ``timings`` (which include ``exact``'s), or exact search when none
     is ``MIN_SPEEDUP_OVER_EXACT`` times faster: exact always meets the target, and on a small corpus the
@@ -122,8 +140,10 @@ class FunnelTuner:
     rows above it (then they are reported, not picked). Every candidate is then timed query by query,
     and the fastest few, the fastest standard index among them, are timed again in turn with exact
     search to pick ``best_`` (exact search itself unless a funnel is ``MIN_SPEEDUP_OVER_EXACT`` times
-    faster). The pick meets the target on the sample; on unseen queries its recall can land slightly
-    below (the shortlists are the smallest that pass), so tune to a little above the recall you need.
+    faster). Recall measured on a sample is itself noisy, and the smallest shortlists that pass on the sample
+    would land below the target on other queries about half the time; so candidates must reach
+    ``tuning_target_`` on the sample: the target plus a one-sided 99 % margin for that sampling error,
+    2.326 x sqrt(target x (1 - target) / (queries x k)) (0.9942 for 0.99 on 300 queries at k=10).
 
     ``comparison_`` sets the pick beside exact search and the fastest standard index meeting the same
     target: p50, recall and RAM and disk bytes per vector of each (``mrl_core.cost`` formulas, with a
@@ -164,6 +184,7 @@ class FunnelTuner:
         best_: the chosen ``Funnel``.
         best_timing_: its measured {"p50_ms", "p95_ms", "stage_p50_ms", "query_count"} and recall.
         heldout_: the pick measured on other queries by ``measure_heldout`` (None until it is called).
+        tuning_target_: the recall candidates had to reach on the sample (``tuning_target``).
         exact_timing_: the same for exact full-width search, timed alongside the finalists.
         frontier_: one dict per measured config: stages, description, recall_at_10, p50_ms, p95_ms,
             stage_p50_ms, meets_target, on_frontier, chosen, reference, exact, standard_index,
@@ -271,6 +292,7 @@ class FunnelTuner:
         if len(queries) == 0:
             raise ValueError("sample_queries: expected at least one query")
         full_width, k = searcher.width, int(self.k)
+        self.tuning_target_ = tuning_target(self.target_recall, len(queries), k)
         exact_ids = searcher.exact_search(queries, k).ids
         self.skipped_: list[str] = []
         candidates = self._candidates(searcher, queries, exact_ids)
@@ -296,7 +318,7 @@ class FunnelTuner:
 
         exact = Funnel.exact(full_width, k)
         meeting = sorted(
-            (entry for entry in measured if entry[1] >= self.target_recall and entry[0] != exact),
+            (entry for entry in measured if entry[1] >= self.tuning_target_ and entry[0] != exact),
             key=lambda entry: entry[2]["p50_ms"],
         )
         finalists = [entry[0] for entry in meeting[: self.finalist_count]]
@@ -392,7 +414,7 @@ class FunnelTuner:
             "p95_ms": timing["p95_ms"],
             "stage_p50_ms": timing["stage_p50_ms"],
             "latency_query_count": timing["query_count"],
-            "meets_target": recall >= self.target_recall,
+            "meets_target": recall >= self.tuning_target_,
             "chosen": chosen,
             "reference": reference,
             "exact": exact,
@@ -409,7 +431,7 @@ class FunnelTuner:
     ) -> dict[Funnel, float]:
         """Each standard index alone over the full-width vectors, at the smallest efSearch / lists probed that
         meets the target (at the largest tried when none does, so that what it reaches is on record)."""
-        k, full_width, target = int(self.k), searcher.width, self.target_recall
+        k, full_width, target = int(self.k), searcher.width, self.tuning_target_
         found: dict[Funnel, float] = {}
         for index_type in index_types:
             if index_type == "hnsw":
@@ -582,13 +604,13 @@ class FunnelTuner:
             else:
                 del self.skipped_[before:]  # fewer probes/candidates falling short is the expected start, not news
         if not found:
-            self.skipped_.append(f"{index_type} {width}: recall@{k} stays below {self.target_recall} up to {limit}")
+            self.skipped_.append(f"{index_type} {width}: recall@{k} stays below {self.tuning_target_:.4f} up to {limit}")
         return found
 
     def _candidates_from(self, searcher, queries, exact_ids, kind: FunnelStage, grid, last) -> dict[Funnel, float]:
         """Funnels whose stage 1 is ``kind`` (its width, index type, precision, probes and efSearch; any
         shortlist size in ``grid``)."""
-        k, target = int(self.k), self.target_recall
+        k, target = int(self.k), self.tuning_target_
         width, index_type, precision = kind.width, kind.index_type, kind.precision
         probes, ef_search = kind.probes, kind.ef_search
 
@@ -636,7 +658,7 @@ class FunnelTuner:
         """Insert one more intermediate stage after ``stages`` (recursively, up to max_stages)."""
         if len(stages) + 2 > self.max_stages:
             return
-        k, target = int(self.k), self.target_recall
+        k, target = int(self.k), self.tuning_target_
         previous = stages[-1]
         sizes = [size for size in shortlist_grid(k, previous.shortlist_size) if size < previous.shortlist_size]
         for width in INTERMEDIATE_WIDTHS:
