@@ -552,3 +552,22 @@ def test_each_models_newest_real_corpus_tuning_is_listed_side_by_side(tmp_path, 
     stored = store.get_run(adaptor)["summary"]
     assert listed[1]["pick"] == stored["chosen"] and listed[1]["heldout_speedup"] == stored["heldout"]["speedup"]
     assert older_base not in [entry["run_id"] for entry in listed]
+
+
+def test_full_width_rescoring_keeps_the_best_candidates_by_their_inner_product(searcher, data):
+    """The last stage at full width (FAISS reads the candidate rows in place) scores as a plain dot product;
+    a candidate list padded with -1 keeps only its real candidates."""
+    corpus, queries = data
+    rng = np.random.default_rng(3)
+    candidates = np.stack([rng.choice(len(corpus), 300, replace=False) for _ in range(3)])
+    candidates[2, 250:] = -1
+    ids, scores = searcher.rescore(queries[:3], candidates, FunnelStage(64, 20))
+    for row in range(3):
+        real = candidates[row][candidates[row] >= 0]
+        dots = corpus[real] @ queries[row]
+        order = np.argsort(-dots)[:20]
+        assert ids[row].tolist() == real[order].tolist()
+        np.testing.assert_allclose(scores[row], dots[order], rtol=1e-5, atol=1e-6)
+    short_ids, short_scores = searcher.rescore(queries[:1], np.array([[5, 7, -1, -1]]), FunnelStage(64, 3))
+    assert short_ids[0].tolist()[2] == -1 and short_scores[0][2] == -np.inf
+    assert sorted(short_ids[0].tolist()[:2]) == [5, 7]
