@@ -97,8 +97,8 @@ def _smallest_meeting(grid: Sequence[int], recall_of: Callable[[int], float], ta
     return grid[high], checked[high]
 
 
-TUNING_TARGET_Z = 2.326
-"""One-sided 99 % normal quantile: the margin above the target that a candidate's sample recall must keep."""
+TUNING_TARGET_Z = 1.645
+"""One-sided 95 % normal quantile: the margin above the target that a candidate's sample recall must keep."""
 
 
 def tuning_target(target_recall: float, query_count: int, k: int) -> float:
@@ -108,7 +108,7 @@ def tuning_target(target_recall: float, query_count: int, k: int) -> float:
 
     Example:
         >>> round(tuning_target(0.99, 300, 10), 4), tuning_target(1.0, 300, 10)
-        (0.9942, 1.0)
+        (0.993, 1.0)
     """
     margin = TUNING_TARGET_Z * math.sqrt(target_recall * (1 - target_recall) / (query_count * k))
     return min(1.0, target_recall + margin)
@@ -142,8 +142,8 @@ class FunnelTuner:
     search to pick ``best_`` (exact search itself unless a funnel is ``MIN_SPEEDUP_OVER_EXACT`` times
     faster). Recall measured on a sample is itself noisy, and the smallest shortlists that pass on the sample
     would land below the target on other queries about half the time; so candidates must reach
-    ``tuning_target_`` on the sample: the target plus a one-sided 99 % margin for that sampling error,
-    2.326 x sqrt(target x (1 - target) / (queries x k)) (0.9942 for 0.99 on 300 queries at k=10).
+    ``tuning_target_`` on the sample: the target plus a one-sided 95 % margin for that sampling error,
+    1.645 x sqrt(target x (1 - target) / (queries x k)) (0.9930 for 0.99 on 300 queries at k=10).
 
     ``comparison_`` sets the pick beside exact search and the fastest standard index meeting the same
     target: p50, recall and RAM and disk bytes per vector of each (``mrl_core.cost`` formulas, with a
