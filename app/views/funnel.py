@@ -129,7 +129,7 @@ if (mode == "auto" and tuned is None) or not encoded:
         st.info(
             f"{dataset.corpus_size:,} documents are not encoded by {model_label(model)} yet. The tuning job encodes "
             "them first (cached on disk afterwards) and shows its progress and ETA; on 2 cores the 105,377 "
-            "definitions of the large built-in set take about 40 minutes."
+            "definitions of the large built-in set take 25 to 45 minutes."
         )
     elif enlarge_to:
         try:
