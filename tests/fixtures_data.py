@@ -73,16 +73,15 @@ def large_miniature_entries(distractors: int = 400) -> list:
     from mrl_core.builtin.gcide import Entry
 
     targets = {
-        "Barometer": "n. An instrument for determining the weight or pressure of the atmosphere, and hence for judging "
-                     "of the probable changes of weather.",
-        "Aardvark": "n. (Zool.) An edentate mammal, somewhat resembling a pig, common in some parts of Southern Africa. "
-                    "It burrows in the ground, and feeds entirely on ants, which it catches with its long, slimy tongue.",
-        "Honey": "n. A sweet viscid fluid, esp. that collected by bees from flowers of plants, and deposited in the "
-                 "cells of the honeycomb.",
+        "Thermometer": "n. An instrument for measuring temperature, founded on the principle that changes of "
+                       "temperature in bodies are accompanied by proportional changes in their volumes.",
+        "Chameleon": "n. (Zool.) A lizardlike reptile of the genus Chamaeleo, having the faculty of changing the "
+                     "color of the skin, to harmonize with the color of contiguous objects.",
         "Palindrome": "n. A word, verse, or sentence, that is the same when read backward or forward.",
         "Astronomy": "n. The science which treats of the celestial bodies, of their magnitudes, motions, distances, "
                      "periods of revolution, eclipses, constitution, physical condition, and of the causes of their "
                      "various phenomena.",
+        "Calligraphy": "n. Fair or elegant penmanship.",
     }
     things = ["tool", "vessel", "garment", "plant", "bird", "stone", "dance", "coin", "fish", "song", "tax", "wagon",
               "sword", "fabric", "grain", "disease", "office", "ship", "beetle", "lamp"]
