@@ -660,9 +660,12 @@ def test_first_start_runs_as_a_job_and_the_planner_waits_only_for_the_evaluation
 
     assert cancel_newest_job(isolated_store)["status"] == "cancelled"
     rerun(app)
-    assert [error.value for error in app.main.error] == [
-        f"First start: measuring the built-in data (job #{job['job_id']}) cancelled: cancelled"
-    ]
+    # The job's process may not have claimed its slot yet (a slow start on a busy machine): both read as cancelled.
+    (error,) = [error.value for error in app.main.error]
+    assert error in (
+        f"First start: measuring the built-in data (job #{job['job_id']}) cancelled: cancelled",
+        f"First start: measuring the built-in data (job #{job['job_id']}) cancelled: cancelled while queued",
+    )
     rerun(app)
     assert len(isolated_store.jobs()) == 1 and not job_boxes(app)
     app.button(key="first_start_again").click()
