@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 
 from conftest import matryoshka_like_folder, synthetic_embeddings_zip
@@ -44,6 +45,9 @@ TRAIN_TIMEOUT_MS = 300_000
 TRAIN_EPOCHS = 30
 # The panel polls every 2 s; a job shows up, moves and ends within a few polls.
 PANEL_TIMEOUT_MS = 30_000
+# A selectbox's open list closes when the page reruns under it (seen after another test's job ended): reopen it.
+CHOOSE_ATTEMPTS = 4
+CHOOSE_TIMEOUT_MS = 15_000
 # Latency on a shared CPU is noisy; the target test is about quality and storage, so latency gets slack.
 SLACK_P95_MS = 10_000.0
 STORE_PATHS: dict[str, Path] = {}
@@ -483,8 +487,18 @@ def test_a_job_is_cancelled_from_the_sidebar(app_url, page, tmp_path, monkeypatc
 
 
 def choose(page, label: str, option: str) -> None:
-    page.get_by_test_id("stSelectbox").filter(has_text=label).click()
-    page.get_by_role("option", name=option).click()
+    """Pick ``option`` in the selectbox labelled ``label``; a rerun that closes the open list reopens it."""
+    box = page.get_by_test_id("stSelectbox").filter(has_text=label)
+    for _ in range(CHOOSE_ATTEMPTS):
+        box.click()
+        try:
+            page.get_by_role("option", name=option).click(timeout=CHOOSE_TIMEOUT_MS)
+            break
+        except PlaywrightTimeoutError:
+            page.keyboard.press("Escape")
+            wait_for_idle(page)
+    else:
+        raise AssertionError(f"{label}: option {option!r} never showed in {CHOOSE_ATTEMPTS} attempts")
     wait_for_idle(page)
 
 
