@@ -80,7 +80,8 @@ class DatasetEmbeddings:
         return int(self.corpus.shape[1])
 
 
-def _cached(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+def cached_matrix(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """The matrix saved at ``path``, else ``compute()`` saved there under a partial name and renamed when whole."""
     if path.exists():
         return np.load(path, allow_pickle=False)
     matrix = compute()
@@ -137,8 +138,8 @@ def embed_dataset(dataset: RetrievalDataset, spec: str, progress: Progress | Non
             progress(dataset.corpus_size + done, total)
 
     query_texts = list(dataset.query_texts or [])
-    corpus = _cached(corpus_path, lambda: encode_texts(spec, dataset.corpus_texts, corpus_progress))
-    queries = _cached(query_path, lambda: encode_texts(spec, query_texts, query_progress))
+    corpus = cached_matrix(corpus_path, lambda: encode_texts(spec, dataset.corpus_texts, corpus_progress))
+    queries = cached_matrix(query_path, lambda: encode_texts(spec, query_texts, query_progress))
     return DatasetEmbeddings(corpus, queries, spec, fingerprint)
 
 

@@ -11,11 +11,11 @@ real rows' own (the dataset's tuned run at its real size): how far the stand-in 
 from __future__ import annotations
 
 import hashlib
-import os
 
 import numpy as np
 
 from mrl_core.bench import enlargement_cluster_count, sample_mixture_corpus
+from mrl_core.encode import cached_matrix
 from mrl_core.funnel import FunnelSearcher, FunnelTuner, save_tuning, split_queries
 from mrl_core.paths import cache_dir
 from mrl_core.progress import Progress
@@ -66,16 +66,9 @@ def enlarged_corpus(corpus: np.ndarray, corpus_size: int) -> tuple[np.ndarray, d
     path = cache_dir() / "enlarged" / f"{digest}-{corpus_size}-{cluster_count}-{ENLARGE_SEED}.npy"
     details = {"corpus_size": corpus_size, "real_rows": real_rows, "synthetic_rows": corpus_size - real_rows,
                "cluster_count": cluster_count, "seed": ENLARGE_SEED}
-    if path.exists():
-        return np.load(path, allow_pickle=False), details
-    matrix, _ = sample_mixture_corpus(corpus, corpus_size, cluster_count=cluster_count, seed=ENLARGE_SEED)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.partial.npy")
-    try:
-        np.save(partial, matrix)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
+    matrix = cached_matrix(
+        path, lambda: sample_mixture_corpus(corpus, corpus_size, cluster_count=cluster_count, seed=ENLARGE_SEED)[0]
+    )
     return matrix, details
 
 
