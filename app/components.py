@@ -44,7 +44,8 @@ def dataset_source_picker(
     None on a bad file or path."""
     choices = list(BUILTIN_SOURCES) + (["upload", "path"] if allow_upload else [])
     source = st.segmented_control(
-        "Data", choices, default=default, format_func=SOURCE_LABELS.get, key=f"{key}_source", required=True
+        "Data", choices, default=default, format_func=SOURCE_LABELS.get, key=f"{key}_source", required=True,
+        persist_state="session",
     )
     if source == "path":
         return _local_file_picker(key)
@@ -128,7 +129,7 @@ def model_picker(store: ResultStore, dataset: RetrievalDataset, key: str, label:
         # Only an adaptor can sit on top of embeddings that came without their encoder.
         trained = [model for model in trained if is_adaptor(model["model"])]
     options = {**first, **{model["model"]: trained_model_label(model) for model in trained}}
-    return st.selectbox(label, list(options), format_func=options.get, key=key)
+    return st.selectbox(label, list(options), format_func=options.get, key=key, persist_state="session")
 
 
 # -- results -----------------------------------------------------------------------------------------------------

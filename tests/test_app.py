@@ -382,6 +382,23 @@ def test_first_start_measures_the_builtin_data(isolated_store):
     assert exact_results["text"].str.len().gt(0).all()
 
 
+def test_the_train_pages_choices_survive_a_visit_to_another_page(seeded_store):
+    """Streamlit drops a widget's value when its page is not shown; these widgets keep theirs for the session."""
+    app = start("views/train.py")
+    app.button_group(key="train_mode").set_value("adaptor")
+    rerun(app)
+    app.number_input(key="train_epochs_adaptor").set_value(7)
+    app.multiselect(key="train_dims").set_value([128, 64])
+    rerun(app)
+    app.switch_page("views/runs.py")
+    rerun(app)
+    app.switch_page("views/train.py")
+    rerun(app)
+    assert app.button_group(key="train_mode").value == "adaptor"
+    assert app.number_input(key="train_epochs_adaptor").value == 7
+    assert app.multiselect(key="train_dims").value == [128, 64]
+
+
 def test_training_an_adaptor_draws_before_and_after(seeded_store, tmp_path):
     app = start("views/train.py", train_source="upload")
     app.file_uploader(key="train_upload").set_value(("vectors.zip", synthetic_embeddings_zip(), "application/zip"))

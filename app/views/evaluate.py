@@ -46,11 +46,18 @@ except (ValueError, OSError) as error:
 left, middle, right = st.columns([3, 3, 2])
 with left:
     options = width_choices(model_full_width)
-    widths = st.multiselect("Widths", options, default=options, key="evaluate_widths")
+    widths = st.multiselect(
+        "Widths", options, default=options, key="evaluate_widths", persist_state="session"
+    )
 with middle:
-    precisions = st.multiselect("Precisions", PRECISIONS, default=["fp32", "int8", "binary"], key="evaluate_precisions")
+    precisions = st.multiselect(
+        "Precisions", PRECISIONS, default=["fp32", "int8", "binary"], key="evaluate_precisions",
+        persist_state="session",
+    )
 with right:
-    methods = st.multiselect("Methods", METHODS, default=list(METHODS), key="evaluate_methods")
+    methods = st.multiselect(
+        "Methods", METHODS, default=list(METHODS), key="evaluate_methods", persist_state="session"
+    )
 
 # Runs as a background job: leaving the page or closing the tab does not stop it, and a refresh finds it again.
 evaluation_title = f"Evaluating {dataset.name} with {model_label(model)}"

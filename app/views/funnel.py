@@ -95,22 +95,22 @@ encoded = embeddings_cached(dataset, model) or dataset.corpus_size <= IN_PAGE_EN
 left, middle, right = st.columns([2, 1, 1])
 with left:
     mode = st.segmented_control(
-        "Funnel", ["auto", "manual"], default="auto", required=True, key="funnel_mode",
+        "Funnel", ["auto", "manual"], default="auto", required=True, key="funnel_mode", persist_state="session",
         format_func={"auto": "Auto-tuned for a target recall", "manual": "Stages edited by hand"}.get,
     )
 with middle:
     target_recall = st.number_input(
-        "Target recall@k", 0.5, 1.0, value=0.99, step=0.01, format="%.2f", key="funnel_target"
+        "Target recall@k", 0.5, 1.0, value=0.99, step=0.01, format="%.2f", key="funnel_target", persist_state="session"
     )
 with right:
-    k = int(st.number_input("Results (k)", 1, 100, value=10, step=1, key="funnel_k"))
+    k = int(st.number_input("Results (k)", 1, 100, value=10, step=1, key="funnel_k", persist_state="session"))
 
 # Enlarging shows the funnel where it pays: at the sizes a user plans for, with synthetic rows beside the real ones.
 sizes = [size for size in enlarge.ENLARGE_SIZES if size > dataset.corpus_size] if mode == "auto" else []
 enlarge_to = None
 if sizes:
     enlarge_to = st.segmented_control(
-        "Corpus", [0, *sizes], default=0, required=True, key="funnel_enlarge",
+        "Corpus", [0, *sizes], default=0, required=True, key="funnel_enlarge", persist_state="session",
         format_func=lambda size: f"Real: {dataset.corpus_size:,} documents" if size == 0
         else f"Enlarged to {size:,} (synthetic distractors)",
     ) or None
@@ -205,7 +205,8 @@ if mode == "auto":
         + (f" A funnel's rescoring vectors are counted in {location.upper() if location == 'ram' else location}; "
            "latency was measured with them in RAM." if location else "")
     )
-    planned = int(st.session_state.get("planned_corpus_size", 1_000_000))
+    # The Planner's corpus size slider keeps its value across pages (persist_state="session").
+    planned = int(st.session_state.get("planner_corpus_size", 1_000_000))
     at_plan = estimate_funnel_storage(planned, funnel.to_dicts())
     exact_at_plan = estimate_storage(planned, searcher.width, "fp32", "flat")
     st.caption(

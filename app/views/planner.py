@@ -40,38 +40,46 @@ with st.container(border=True):
     first_row = st.columns([3, 2, 2])
     with first_row[0]:
         corpus_size = st.select_slider(
-            "Corpus size (vectors)", CORPUS_SIZES, value=1_000_000, format_func=format_count, key="planner_corpus_size"
+            "Corpus size (vectors)", CORPUS_SIZES, value=1_000_000, format_func=format_count,
+            key="planner_corpus_size", persist_state="session",
         )
-        # Kept outside the widget's key, which Streamlit drops when another page is shown: the Funnel page reads it.
-        st.session_state["planned_corpus_size"] = int(corpus_size)
     with first_row[1]:
         max_storage_gb = st.number_input(
             "Storage budget (GB, all replicas)", min_value=0.001, value=1.0, step=0.25, format="%.3f",
-            key="planner_storage_gb",
+            key="planner_storage_gb", persist_state="session",
         )
     with first_row[2]:
-        max_p95_ms = st.number_input("p95 latency (ms)", min_value=0.01, value=20.0, step=1.0, key="planner_p95_ms")
+        max_p95_ms = st.number_input(
+            "p95 latency (ms)", min_value=0.01, value=20.0, step=1.0, key="planner_p95_ms", persist_state="session"
+        )
     second_row = st.columns([2, 1, 1, 1, 2])
     with second_row[0]:
         floor_kind = st.segmented_control(
             "Quality floor", ["retention", "ndcg"], default="retention", required=True, key="planner_floor_kind",
+            persist_state="session",
             format_func={"retention": "% of full width", "ndcg": "nDCG@10"}.get,
         )
     with second_row[1]:
         if floor_kind == "retention":
-            floor = st.number_input("Keep at least (%)", 0.0, 100.0, value=95.0, step=1.0, key="planner_floor_pct")
+            floor = st.number_input(
+                "Keep at least (%)", 0.0, 100.0, value=95.0, step=1.0, key="planner_floor_pct", persist_state="session"
+            )
         else:
             floor = st.number_input(
-                "nDCG@10 at least", 0.0, 1.0, value=0.5, step=0.01, format="%.3f", key="planner_floor_ndcg"
+                "nDCG@10 at least", 0.0, 1.0, value=0.5, step=0.01, format="%.3f", key="planner_floor_ndcg",
+                persist_state="session",
             )
     with second_row[2]:
-        replicas = st.number_input("Replicas", min_value=1, max_value=64, value=1, step=1, key="planner_replicas")
+        replicas = st.number_input(
+            "Replicas", min_value=1, max_value=64, value=1, step=1, key="planner_replicas", persist_state="session"
+        )
     with second_row[3]:
-        vendor = st.selectbox("Vendor", VENDORS, key="planner_vendor")
+        vendor = st.selectbox("Vendor", VENDORS, key="planner_vendor", persist_state="session")
     with second_row[4]:
         pair_labels = {pair: f"{pair.dataset} · {pair.model}" for pair in pairs}
         quality_pair = st.selectbox(
-            "Quality measured on", list(pair_labels), format_func=pair_labels.get, key="planner_quality_pair"
+            "Quality measured on", list(pair_labels), format_func=pair_labels.get, key="planner_quality_pair",
+            persist_state="session",
         )
     try:
         this_machine = Machine.this()
@@ -82,7 +90,7 @@ with st.container(border=True):
     with third_row[0]:
         machine_ram_gb = st.number_input(
             "Machine RAM (GB)", min_value=0.001, value=round(this_machine.ram_gb, 1), step=8.0, format="%.1f",
-            key="planner_machine_ram_gb",
+            key="planner_machine_ram_gb", persist_state="session",
             help=f"One machine's RAM; default this machine's. The index may fill {USABLE_RAM_FRACTION:.0%} of it, "
             "leaving the rest for the OS, query buffers and ingestion. A corpus that does not fit is split into "
             "shards, one a machine.",
@@ -90,6 +98,7 @@ with st.container(border=True):
     with third_row[1]:
         machine_cores = st.number_input(
             "Cores", min_value=1, max_value=4096, value=this_machine.cores, step=1, key="planner_machine_cores",
+            persist_state="session",
             help="One machine's cores; default this machine's. Kept with the plan: a single query's latency "
             "was measured on one thread.",
         )

@@ -48,7 +48,7 @@ with left:
 with right:
     modes = ["adaptor"] if dataset.is_precomputed else ["full", "adaptor"]
     mode = st.segmented_control(
-        "Mode", modes, default=modes[0], required=True, key="train_mode",
+        "Mode", modes, default=modes[0], required=True, key="train_mode", persist_state="session",
         format_func={"full": "Full fine-tune", "adaptor": "Adaptor on frozen embeddings"}.get,
     )
 try:
@@ -61,9 +61,14 @@ except (ValueError, OSError) as error:
 left, right = st.columns([3, 1])
 with left:
     options = width_choices(model_full_width)
-    dims = st.multiselect("Widths to train for", options, default=options, key="train_dims")
+    dims = st.multiselect(
+        "Widths to train for", options, default=options, key="train_dims", persist_state="session"
+    )
 with right:
-    epochs = int(st.number_input("Epochs", 1, 50, value=1 if mode == "full" else 4, step=1, key=f"train_epochs_{mode}"))
+    epochs = int(st.number_input(
+        "Epochs", 1, 50, value=1 if mode == "full" else 4, step=1, key=f"train_epochs_{mode}",
+        persist_state="session",
+    ))
 # A full fine-tune saves a model folder, an adaptor a single .npz file.
 default_name = f"{dataset.name.replace(':', '-')}-{mode}-{datetime.now():%Y%m%d-%H%M%S}"
 if mode == "adaptor":
