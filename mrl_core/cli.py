@@ -441,7 +441,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         dims=args.dims,
         out=args.out,
         store=_store(args),
-        progress=args.progress("training"),
+        progress=args.progress,
         **{key: value for key, value in params.items() if value is not None},
     )
     scores = ", ".join(f"{width}: {ndcg:.4f}" for width, ndcg in summary["trained_ndcg_at_10"].items())

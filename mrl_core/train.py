@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Literal, Sequence, get_args
+from typing import Callable, Literal, Sequence, get_args
 
 import numpy as np
 
@@ -379,14 +379,14 @@ def train_full(
 # -- adaptor ----------------------------------------------------------------------------------------
 
 
-def _embed_texts(base_model: str, texts: list[str], source: str) -> np.ndarray:
+def _embed_texts(base_model: str, texts: list[str], source: str, progress: Progress | None) -> np.ndarray:
     """Base-model embeddings of extra texts, through embed_dataset's disk cache so reruns never re-encode."""
     from mrl_core.encode import embed_dataset
 
     holder = RetrievalDataset(
         name="training-texts", source=source, corpus_ids=[str(row) for row in range(len(texts))], corpus_texts=texts
     )
-    return embed_dataset(holder, base_model).corpus
+    return embed_dataset(holder, base_model, progress).corpus
 
 
 def train_adaptor(
@@ -403,6 +403,7 @@ def train_adaptor(
     seed: int = 0,
     overwrite: bool = False,
     progress: Progress | None = None,
+    encode_progress: Progress | None = None,
 ) -> dict:
     """Fit a Matryoshka adaptor on the base model's corpus embeddings (and training pairs) and save it.
 
@@ -416,6 +417,8 @@ def train_adaptor(
         supervised: use the dataset's training pairs (when it has at least 2) for the ranking loss.
         overwrite: replace an existing file.
         progress: called as progress(epochs_done, epochs) while fitting.
+        encode_progress: called as encode_progress(texts_done, texts) while the base model encodes the corpus,
+            then the training queries (minutes for a large corpus on a cold cache; nothing when cached).
 
     Returns:
         Summary: out path, base model, width, dims, dataset fingerprint, pair counts, params,
@@ -455,14 +458,14 @@ def train_adaptor(
     check_output(out_path, overwrite)
 
     started = time.perf_counter()
-    corpus = embed_dataset(dataset, base_model).corpus
+    corpus = embed_dataset(dataset, base_model, encode_progress).corpus
     pair_matrices = None
     if pairs:
         row_of = {text: row for row, text in enumerate(dataset.corpus_texts)}
         queries = list(dict.fromkeys(query for query, _ in pairs))
         outside = list(dict.fromkeys(positive for _, positive in pairs if positive not in row_of))
-        query_embeddings = _embed_texts(base_model, queries, dataset.source)
-        outside_embeddings = _embed_texts(base_model, outside, dataset.source) if outside else None
+        query_embeddings = _embed_texts(base_model, queries, dataset.source, encode_progress)
+        outside_embeddings = _embed_texts(base_model, outside, dataset.source, encode_progress) if outside else None
         query_row = {text: row for row, text in enumerate(queries)}
         outside_row = {text: row for row, text in enumerate(outside)}
         anchors = query_embeddings[[query_row[query] for query, _ in pairs]]
@@ -517,7 +520,7 @@ def run_training(
     store,
     evaluate_widths: Sequence[int] = DEFAULT_EVALUATE_WIDTHS,
     evaluate_precisions: Sequence[str] = ("fp32",),
-    progress: Progress | None = None,
+    progress: Callable[[str], Progress] | None = None,
     **params,
 ) -> tuple[int, dict]:
     """Train (``full`` or ``adaptor``), store a ``train`` run, then evaluate the result and the base model.
@@ -536,7 +539,8 @@ def run_training(
         store: a ``ResultStore``.
         evaluate_widths: widths to evaluate (those above the model's width are skipped).
         evaluate_precisions: precisions to evaluate.
-        progress: called as progress(done, total) while training.
+        progress: makes a ``progress(done, total)`` callback for each phase from its name: ``encoding`` (an adaptor's
+            base embeddings), ``training``, ``evaluating`` (the trained model, then the base model when needed).
         **params: passed to ``train_full`` or ``train_adaptor`` (epochs, batch_size, learning_rate, ...).
 
     Returns:
@@ -553,12 +557,16 @@ def run_training(
         raise ValueError(f"mode={mode!r}: expected one of {list(TRAIN_MODES)}")
     trainer = train_full if mode == "full" else train_adaptor
     out_key = "out_dir" if mode == "full" else "out_path"
-    fixed = {"dataset", "base_model", "dims", out_key, "progress"}
+    fixed = {"dataset", "base_model", "dims", out_key, "progress", "encode_progress"}
     allowed = sorted(set(inspect.signature(trainer).parameters) - fixed)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ValueError(f"mode {mode!r} does not take {unknown}; its parameters are {allowed}")
     run_params = {"mode": mode, "dims": list(dims), "out": str(out), **params}
+
+    def phase_progress(phase: str) -> Progress | None:
+        return None if progress is None else progress(phase)
+
     fingerprint = model_fingerprint(model)
 
     with store.run(
@@ -572,18 +580,23 @@ def run_training(
         params=run_params,
         threads=torch.get_num_threads(),
     ) as run_id:
-        summary = trainer(dataset, model, dims=dims, **{out_key: out}, progress=progress, **params)
+        phases = {"progress": phase_progress("training")}
+        if mode == "adaptor":
+            phases["encode_progress"] = phase_progress("encoding")
+        summary = trainer(dataset, model, dims=dims, **{out_key: out}, **phases, **params)
         full_width = summary["width"]
         widths = sorted({width for width in evaluate_widths if width <= full_width} | {full_width}, reverse=True)
         # An absolute spec, so the stored run still names the model when read from another folder.
         trained_run_id, trained_rows = run_evaluation(
-            dataset, str(Path(out).resolve()), widths=widths, precisions=evaluate_precisions, methods=["prefix"], store=store
+            dataset, str(Path(out).resolve()), widths=widths, precisions=evaluate_precisions, methods=["prefix"],
+            store=store, progress=phase_progress("evaluating"),
         )
         summary["trained_evaluation_run_id"] = trained_run_id
         base_run = store.latest_run("evaluate", model=model, dataset_fingerprint=dataset.fingerprint)
         if base_run is None:
             base_run_id, _ = run_evaluation(
-                dataset, model, widths=widths, precisions=evaluate_precisions, methods=["prefix"], store=store
+                dataset, model, widths=widths, precisions=evaluate_precisions, methods=["prefix"], store=store,
+                progress=phase_progress("evaluating"),
             )
         else:
             base_run_id = int(base_run["run_id"])

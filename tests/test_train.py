@@ -157,6 +157,27 @@ def test_run_training_stores_the_run_and_before_after_evaluations(tmp_path, isol
     assert len(isolated_store.list_runs("evaluate")) == 3
 
 
+def test_adaptor_training_reports_each_phase_encoding_first(tmp_path, isolated_store):
+    """A job shows what it waits for: the base model encoding the corpus and the training queries (minutes on a
+    large corpus), then the epochs."""
+    reports = []
+
+    def progress(phase):
+        return lambda done, total: reports.append((phase, done, total))
+
+    run_training(
+        text_dataset(), "base", mode="adaptor", dims=[384, 32], out=tmp_path / "adaptor.npz", store=isolated_store,
+        evaluate_widths=[384, 32], epochs=2, progress=progress,
+    )
+    # The evaluations after training encode nothing: adaptor and base model read the embeddings cached here.
+    phases = list(dict.fromkeys(phase for phase, _, _ in reports))
+    assert phases == ["encoding", "training"]
+    # The dataset (eight documents and its one test query), then the eight training queries, each to the end.
+    encoding = [(done, total) for phase, done, total in reports if phase == "encoding"]
+    assert encoding[-1] == (8, 8) and (9, 9) in encoding
+    assert [(done, total) for phase, done, total in reports if phase == "training"] == [(1, 2), (2, 2)]
+
+
 def test_run_training_rejects_an_unknown_mode_or_parameter(tmp_path, isolated_store, synthetic_dataset):
     with pytest.raises(ValueError, match=r"mode='lora': expected one of \['full', 'adaptor'\]"):
         run_training(synthetic_dataset, "precomputed", mode="lora", dims=[64], out=tmp_path / "x", store=isolated_store)
