@@ -131,7 +131,8 @@ def submit(
     )
     log_path = job_log_path(store, job_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    # Written afresh: a store deleted and made again in this folder numbers its jobs from 1 again.
+    with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "mrl_core.job_process", str(job_id), str(store.path.resolve())],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd(),

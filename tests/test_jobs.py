@@ -55,6 +55,10 @@ def ended(job: dict) -> bool:
 
 
 def test_submit_returns_at_once_and_follow_reports_the_stored_run(vectors_folder, isolated_store, capsys):
+    # A store deleted and made again numbers its jobs from 1 again: its job 1 must not show the old job 1's log.
+    stale_log = jobs.job_log_path(isolated_store, 1)
+    stale_log.parent.mkdir(parents=True, exist_ok=True)
+    stale_log.write_text("error: a line from a job of a store deleted since\n")
     started = time.monotonic()
     job = submit_json(capsys, "evaluate", "--data", str(vectors_folder), "--model", "precomputed", "--widths", "64,16",
                       "--precisions", "fp32,binary", "--methods", "prefix")
@@ -68,6 +72,7 @@ def test_submit_returns_at_once_and_follow_reports_the_stored_run(vectors_folder
     followed = json.loads(out)
     assert code == 0, followed["log_tail"]
     assert followed["status"] == "finished" and followed["exit_code"] == 0
+    assert job["job_id"] == 1 and "deleted since" not in followed["log_tail"] and followed["log_tail"]
     [run_id] = followed["run_ids"]
     # The job's result is the command's own JSON, and its run is in the store, tagged with the job.
     assert followed["result"]["run_id"] == run_id
